@@ -1,0 +1,434 @@
+//! warren's configuration: a TOML file with a `[server]` table and one `[apps.NAME]` table per app.
+//!
+//! Parsing is two steps. Serde turns the text into the raw `*File` structs (with
+//! `deny_unknown_fields`, so a typo is an error rather than a silently ignored key), and
+//! [`validate`] turns those into [`Config`], resolving paths against the config file's
+//! directory and checking what the file system can tell us (the app directory exists, the entry
+//! module is there, the virtualenv has a `site-packages`). Every error names the file, the key
+//! and the reason, so `warren serve` can refuse a bad file with one clear line.
+
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the bundled example config lives, relative to the working directory.
+pub const DEFAULT_CONFIG: &str = "config/warren.toml";
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    Syntax { path: PathBuf, reason: String },
+    #[error("{}: {key}: {reason}", path.display())]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The dotted key the error is about, if it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (kept so later messages can point back at it).
+    pub file: PathBuf,
+    pub server: Server,
+    /// Apps in name order, so that every run assigns them the same indices.
+    pub apps: Vec<App>,
+}
+
+/// `[server]`: what the front listens on and the limits it applies before any app sees a request.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// Largest request head (request line and headers) accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Time a client has to send the whole request head (slowloris bound).
+    pub header_timeout: Duration,
+}
+
+/// `[apps.NAME]`: one WSGI app.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub name: String,
+    /// Absolute, canonical app directory; goes first on the worker's `sys.path`.
+    pub path: PathBuf,
+    /// Module part of `entry` (`pkg.mod` in `pkg.mod:application`).
+    pub module: String,
+    /// Callable part of `entry`.
+    pub callable: String,
+    /// Lower-case host names routed to this app (no port).
+    pub hosts: Vec<String>,
+    /// Fixed worker count; the autoscaler will replace this with a target it computes.
+    pub workers: usize,
+    /// The virtualenv's `site-packages` directory, added to `sys.path` after the app directory.
+    pub site_packages: Option<PathBuf>,
+    /// URL prefix (no trailing slash) to absolute directory, served by the front itself.
+    pub static_dirs: Vec<StaticDir>,
+    /// Most requests waiting in this app's queue; one more gets 503.
+    pub queue_max: usize,
+    /// Longest a request may wait in the queue for a worker before it gets 503.
+    pub queue_timeout: Duration,
+    /// Largest request body accepted; larger gets 413.
+    pub max_body_bytes: u64,
+}
+
+/// One `static` entry of an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticDir {
+    pub prefix: String,
+    pub dir: PathBuf,
+}
+
+impl fmt::Display for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}:{})", self.name, self.module, self.callable)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    server: ServerFile,
+    #[serde(default)]
+    apps: BTreeMap<String, AppFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_max_header_bytes")]
+    max_header_bytes: usize,
+    #[serde(default = "default_header_timeout_s")]
+    header_timeout_s: f64,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        ServerFile {
+            listen: default_listen(),
+            max_header_bytes: default_max_header_bytes(),
+            header_timeout_s: default_header_timeout_s(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_header_timeout_s() -> f64 {
+    10.0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppFile {
+    path: String,
+    entry: String,
+    hosts: Option<Vec<String>>,
+    #[serde(default = "default_workers")]
+    workers: usize,
+    venv: Option<String>,
+    #[serde(default, rename = "static")]
+    static_dirs: BTreeMap<String, String>,
+    #[serde(default = "default_queue_max")]
+    queue_max: usize,
+    #[serde(default = "default_queue_timeout_s")]
+    queue_timeout_s: f64,
+    #[serde(default = "default_max_body_mb")]
+    max_body_mb: f64,
+}
+
+fn default_workers() -> usize {
+    2
+}
+fn default_queue_max() -> usize {
+    1024
+}
+fn default_queue_timeout_s() -> f64 {
+    30.0
+}
+fn default_max_body_mb() -> f64 {
+    1024.0
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates `text` as if read from `path` (relative paths resolve against its directory).
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let value: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_owned(),
+        reason: syntax_reason(text, &e),
+    })?;
+    let raw: ConfigFile =
+        serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                key: e.path().to_string(),
+                reason: e.into_inner().to_string(),
+            }
+        })?;
+    validate(path, raw)
+}
+
+fn syntax_reason(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim().to_owned();
+    match err.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
+fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
+    let invalid = |key: String, reason: String| ConfigError::Invalid {
+        path: file.to_owned(),
+        key,
+        reason,
+    };
+    let base = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+
+    let listen = raw.server.listen.parse().map_err(|_| {
+        invalid(
+            "server.listen".into(),
+            format!(
+                "`{}` is not an address like 127.0.0.1:8080",
+                raw.server.listen
+            ),
+        )
+    })?;
+    if raw.server.max_header_bytes < 8192 {
+        return Err(invalid(
+            "server.max_header_bytes".into(),
+            "must be at least 8192".into(),
+        ));
+    }
+    let header_timeout = seconds(raw.server.header_timeout_s)
+        .ok_or_else(|| invalid("server.header_timeout_s".into(), "must be > 0".into()))?;
+
+    let mut apps = Vec::with_capacity(raw.apps.len());
+    let mut host_owner: HashMap<String, String> = HashMap::new();
+    for (name, app) in raw.apps {
+        let key = |k: &str| format!("apps.{name}.{k}");
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                format!("apps.{name}"),
+                "an app name may only use letters, digits, '-' and '_'".into(),
+            ));
+        }
+        let path = resolve_dir(base, &app.path).map_err(|reason| invalid(key("path"), reason))?;
+
+        let site_packages = match &app.venv {
+            None => None,
+            Some(venv) => {
+                let dir = resolve_dir(base, venv).map_err(|reason| invalid(key("venv"), reason))?;
+                Some(
+                    find_site_packages(&dir)
+                        .ok_or_else(|| {
+                            invalid(
+                                key("venv"),
+                                format!("{} has no lib/python3.*/site-packages", dir.display()),
+                            )
+                        })?,
+                )
+            }
+        };
+
+        let (module, callable) = parse_entry(&app.entry).map_err(|r| invalid(key("entry"), r))?;
+        let search: Vec<&Path> = std::iter::once(path.as_path())
+            .chain(site_packages.as_deref())
+            .collect();
+        if !module_exists(&search, &module) {
+            return Err(invalid(
+                key("entry"),
+                format!(
+                    "module `{module}` not found in {} (looked for {}.py and {}/__init__.py)",
+                    search
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                    module.replace('.', "/"),
+                    module.replace('.', "/")
+                ),
+            ));
+        }
+
+        let hosts = match app.hosts {
+            Some(hosts) if hosts.is_empty() => {
+                return Err(invalid(key("hosts"), "must list at least one host".into()));
+            }
+            Some(hosts) => hosts,
+            None => vec![format!("{name}.localhost")],
+        };
+        let mut clean_hosts = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            let host = host.trim().to_ascii_lowercase();
+            if host.is_empty() || host.contains(['/', ' ', ':']) {
+                return Err(invalid(
+                    key("hosts"),
+                    format!("`{host}` is not a host name (no scheme, port or path)"),
+                ));
+            }
+            if let Some(other) = host_owner.insert(host.clone(), name.clone()) {
+                return Err(invalid(
+                    key("hosts"),
+                    format!("host `{host}` is already routed to app `{other}`"),
+                ));
+            }
+            clean_hosts.push(host);
+        }
+
+        if app.workers == 0 || app.workers > 1024 {
+            return Err(invalid(key("workers"), "must be between 1 and 1024".into()));
+        }
+        if app.queue_max == 0 {
+            return Err(invalid(key("queue_max"), "must be at least 1".into()));
+        }
+        let queue_timeout = seconds(app.queue_timeout_s)
+            .ok_or_else(|| invalid(key("queue_timeout_s"), "must be > 0".into()))?;
+        if !(app.max_body_mb.is_finite() && app.max_body_mb >= 0.0) {
+            return Err(invalid(key("max_body_mb"), "must be >= 0".into()));
+        }
+        let max_body_bytes = (app.max_body_mb * 1024.0 * 1024.0) as u64;
+
+        let mut static_dirs = Vec::with_capacity(app.static_dirs.len());
+        for (prefix, dir) in app.static_dirs {
+            let skey = format!("apps.{name}.static.\"{prefix}\"");
+            if !prefix.starts_with('/') || prefix.contains("..") {
+                return Err(invalid(
+                    skey,
+                    "a static URL prefix starts with '/' and has no '..'".into(),
+                ));
+            }
+            let dir = resolve_dir(&path, &dir).map_err(|reason| invalid(skey, reason))?;
+            let prefix = prefix.trim_end_matches('/').to_owned();
+            static_dirs.push(StaticDir { prefix, dir });
+        }
+        // Longest prefix first, so `/static/img` wins over `/static`.
+        static_dirs.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+
+        apps.push(App {
+            name,
+            path,
+            module,
+            callable,
+            hosts: clean_hosts,
+            workers: app.workers,
+            site_packages,
+            static_dirs,
+            queue_max: app.queue_max,
+            queue_timeout,
+            max_body_bytes,
+        });
+    }
+
+    Ok(Config {
+        file: file.to_owned(),
+        server: Server {
+            listen,
+            max_header_bytes: raw.server.max_header_bytes,
+            header_timeout,
+        },
+        apps,
+    })
+}
+
+fn seconds(s: f64) -> Option<Duration> {
+    (s.is_finite() && s > 0.0).then(|| Duration::from_secs_f64(s))
+}
+
+fn resolve_dir(base: &Path, rel: &str) -> Result<PathBuf, String> {
+    let joined = base.join(rel);
+    match std::fs::canonicalize(&joined) {
+        Ok(p) if p.is_dir() => Ok(p),
+        Ok(p) => Err(format!("{} is not a directory", p.display())),
+        Err(e) => Err(format!("{}: {e}", joined.display())),
+    }
+}
+
+fn find_site_packages(venv: &Path) -> Option<PathBuf> {
+    let lib = venv.join("lib");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(lib)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        .map(|e| e.path().join("site-packages"))
+        .filter(|p| p.is_dir())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
+}
+
+/// Splits `module:callable`, checking both halves are Python identifiers (the module dotted).
+fn parse_entry(entry: &str) -> Result<(String, String), String> {
+    let Some((module, callable)) = entry.split_once(':') else {
+        return Err(format!("`{entry}` is not of the form module:callable"));
+    };
+    if !module.split('.').all(is_identifier) {
+        return Err(format!("`{module}` is not a Python module name"));
+    }
+    if !is_identifier(callable) {
+        return Err(format!("`{callable}` is not a Python identifier"));
+    }
+    Ok((module.to_owned(), callable.to_owned()))
+}
+
+fn module_exists(search: &[&Path], module: &str) -> bool {
+    let rel = module.replace('.', "/");
+    search.iter().any(|dir| {
+        dir.join(format!("{rel}.py")).is_file() || dir.join(&rel).join("__init__.py").is_file()
+    })
+}
+
+#[cfg(test)]
+mod tests;

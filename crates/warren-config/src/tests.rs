@@ -1,0 +1,140 @@
+use super::*;
+
+/// A temp dir holding `app/app.py`, `app/static/`, a fake venv, and the config file path.
+fn fixture() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("app/static")).unwrap();
+    std::fs::create_dir_all(dir.path().join("app/pkg")).unwrap();
+    std::fs::write(dir.path().join("app/app.py"), "application = None\n").unwrap();
+    std::fs::write(dir.path().join("app/pkg/__init__.py"), "").unwrap();
+    std::fs::create_dir_all(dir.path().join("venv/lib/python3.11/site-packages/vmod")).unwrap();
+    std::fs::write(
+        dir.path()
+            .join("venv/lib/python3.11/site-packages/vmod/__init__.py"),
+        "",
+    )
+    .unwrap();
+    let file = dir.path().join("warren.toml");
+    (dir, file)
+}
+
+/// Parses `text`; expects success, or an error whose message contains `expected_err`.
+fn check(text: &str, expected_err: Option<&str>) -> Option<Config> {
+    let (_dir, file) = fixture();
+    match (parse(&file, text), expected_err) {
+        (Ok(config), None) => Some(config),
+        (Ok(_), Some(want)) => panic!("expected an error containing {want:?}, got Ok"),
+        (Err(e), None) => panic!("unexpected error: {e}"),
+        (Err(e), Some(want)) => {
+            let msg = e.to_string();
+            assert!(msg.contains(want), "error {msg:?} lacks {want:?}");
+            assert!(msg.contains("warren.toml"), "error {msg:?} lacks the file");
+            None
+        }
+    }
+}
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+[apps.hello]
+path = "app"
+entry = "app:application"
+static = { "/static/" = "static" }
+"#;
+
+#[test]
+fn good_config_gets_defaults() {
+    let config = check(GOOD, None).unwrap();
+    let app = &config.apps[0];
+    assert_eq!(app.hosts, ["hello.localhost"]);
+    assert_eq!(app.workers, 2);
+    assert_eq!(app.module, "app");
+    assert_eq!(app.callable, "application");
+    assert_eq!(app.static_dirs[0].prefix, "/static");
+    assert!(app.static_dirs[0].dir.ends_with("app/static"));
+    assert!(app.path.is_absolute());
+    assert_eq!(config.server.max_header_bytes, 16384);
+}
+
+#[test]
+fn venv_site_packages_found_and_searched_for_entry() {
+    let config = check(
+        r#"
+[apps.v]
+path = "app"
+entry = "vmod:app"
+venv = "venv"
+hosts = ["V.example", "v.localhost"]
+"#,
+        None,
+    )
+    .unwrap();
+    let app = &config.apps[0];
+    assert!(
+        app.site_packages
+            .as_ref()
+            .unwrap()
+            .ends_with("python3.11/site-packages")
+    );
+    assert_eq!(app.hosts, ["v.example", "v.localhost"]);
+}
+
+#[test]
+fn bad_configs_name_key_and_reason() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"app:application\"\nworkerz = 3\n",
+            "apps.a.workerz",
+        ),
+        ("[server]\nlisten = \"nope\"\n", "server.listen"),
+        ("[server]\nbogus = 1\n", "server.bogus"),
+        (
+            "[apps.a]\npath = \"missing\"\nentry = \"app:application\"\n",
+            "apps.a.path",
+        ),
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"app\"\n",
+            "apps.a.entry: `app` is not of the form module:callable",
+        ),
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"nosuch:application\"\n",
+            "apps.a.entry: module `nosuch` not found",
+        ),
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"app:1x\"\n",
+            "apps.a.entry",
+        ),
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"pkg:app\"\nworkers = 0\n",
+            "apps.a.workers",
+        ),
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"app:application\"\nvenv = \"app\"\n",
+            "apps.a.venv",
+        ),
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"app:application\"\nstatic = { \"/s\" = \"nodir\" }\n",
+            "apps.a.static",
+        ),
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n[apps.b]\npath = \"app\"\nentry = \"app:application\"\nhosts = [\"a.localhost\"]\n",
+            "already routed to app `a`",
+        ),
+        ("[apps.a]\nentry = \"app:application\"\n", "apps.a"),
+        ("[server\nlisten = 1\n", "line 1"),
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"app:application\"\nworkers = \"two\"\n",
+            "apps.a.workers",
+        ),
+    ];
+    for (text, want) in cases {
+        check(text, Some(want));
+    }
+}
+
+#[test]
+fn missing_file_is_named() {
+    let err = load(Path::new("/nonexistent/warren.toml")).unwrap_err();
+    assert!(err.to_string().starts_with("/nonexistent/warren.toml: cannot read"));
+}
