@@ -317,5 +317,7 @@ impl<'a> ResponseHead<'a> {
     }
 }
 
+pub mod control;
+
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,226 @@
+//! warren's front: accepts HTTP/1.1 connections, routes each request by `Host`, serves an
+//! app's static directories itself, and hands every dynamic request to the master.
+//!
+//! **API Boundary:** [`run`] takes a bound listener, the routing table and the master, and a
+//! shutdown future (as mini-redis's `run(listener, shutdown)` does). Everything that turns an
+//! error into a status code lives in [`rescue`]; nothing else here invents status codes.
+//!
+//! Limits applied before any app sees a request: the request head's size (431, by hyper's
+//! read buffer bound), the time to send the head (hyper's header timer: the connection is
+//! closed), and the body size (413, from `Content-Length` up front or counted while streaming).
+
+#![forbid(unsafe_code)]
+
+mod body;
+mod rescue;
+mod routes;
+mod static_files;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderValue, Request, Response, Version};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use warren_config::Config;
+use warren_master::Master;
+use warren_protocol::RequestHead;
+
+pub use body::FrontBody;
+pub use routes::Routes;
+
+/// How long in-flight connections get to finish after shutdown is asked for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a request needs, shared by all connections.
+pub struct Front {
+    routes: Routes,
+    master: Master,
+    max_header_bytes: usize,
+    header_timeout: Duration,
+    /// Source of request ids (shown in logs and returned as `x-request-id`).
+    next_id: AtomicU64,
+}
+
+impl Front {
+    pub fn new(config: &Config, master: Master) -> Front {
+        Front {
+            routes: Routes::new(config),
+            master,
+            max_header_bytes: config.server.max_header_bytes,
+            header_timeout: config.server.header_timeout,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn master(&self) -> &Master {
+        &self.master
+    }
+
+    /// Gives back the master, for its shutdown.
+    pub fn into_master(self) -> Master {
+        self.master
+    }
+}
+
+/// Per-connection facts the WSGI environ needs.
+#[derive(Clone, Copy)]
+struct ConnInfo {
+    remote: SocketAddr,
+    local: SocketAddr,
+}
+
+/// Serves `listener` until `shutdown` resolves, then lets open connections finish (bounded).
+pub async fn run(listener: TcpListener, front: Arc<Front>, shutdown: impl Future<Output = ()>) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(front.header_timeout)
+        .max_buf_size(front.max_header_bytes)
+        .keep_alive(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let info = ConnInfo { remote, local };
+        let front = front.clone();
+        let service = service_fn(move |req| {
+            let front = front.clone();
+            async move { Ok::<_, Infallible>(handle(&front, info, req).await) }
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+        }
+    }
+}
+
+/// Host without port, lower-cased only when it is not already.
+fn request_host(req: &Request<Incoming>) -> Option<std::borrow::Cow<'_, str>> {
+    let raw = match req.headers().get(HOST) {
+        Some(h) => h.to_str().ok()?,
+        None => req.uri().host()?,
+    };
+    let host = match raw.rfind(':') {
+        // `[::1]:8080` and `host:8080`, but not a bare IPv6 literal's colons.
+        Some(i) if !raw[i..].contains(']') => &raw[..i],
+        _ => raw,
+    };
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
+    })
+}
+
+async fn handle(front: &Front, info: ConnInfo, req: Request<Incoming>) -> Response<FrontBody> {
+    let id = front.next_id.fetch_add(1, Relaxed);
+    let mut resp = route(front, info, id, req).await;
+    if let Ok(v) = HeaderValue::from_str(&format!("{id:016x}")) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn route(front: &Front, info: ConnInfo, id: u64, req: Request<Incoming>) -> Response<FrontBody> {
+    let Some(host) = request_host(&req) else {
+        return rescue::plain(http::StatusCode::BAD_REQUEST, "missing or invalid Host header\n");
+    };
+    let Some(app) = front.routes.app_for(&host) else {
+        tracing::debug!(request_id = %format_args!("{id:016x}"), %host, "no app for host");
+        return rescue::plain(http::StatusCode::NOT_FOUND, "no app is served at this host\n");
+    };
+    if let Some(dir) = front.routes.static_dir(app, req.uri().path()) {
+        return static_files::serve(dir, req).await;
+    }
+    let host = host.into_owned();
+    dispatch(front, info, id, app, &host, req).await
+}
+
+async fn dispatch(
+    front: &Front,
+    info: ConnInfo,
+    id: u64,
+    app: usize,
+    host: &str,
+    req: Request<Incoming>,
+) -> Response<FrontBody> {
+    let (parts, body) = req.into_parts();
+    let chunked = parts
+        .headers
+        .get(TRANSFER_ENCODING)
+        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    let content_length = if chunked {
+        None
+    } else {
+        match parts.headers.get(CONTENT_LENGTH) {
+            None => Some(0),
+            Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+                Some(n) => Some(n),
+                None => {
+                    return rescue::plain(http::StatusCode::BAD_REQUEST, "invalid Content-Length\n");
+                }
+            },
+        }
+    };
+    let body = (!http_body::Body::is_end_stream(&body)).then_some(body);
+    let headers: Vec<(&[u8], &[u8])> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
+        .collect();
+    let remote_ip = info.remote.ip().to_string();
+    let head = RequestHead {
+        request_id: id,
+        method: parts.method.as_str().as_bytes(),
+        script_name: b"",
+        path: parts.uri.path().as_bytes(),
+        query: parts.uri.query().unwrap_or("").as_bytes(),
+        protocol: match parts.version {
+            Version::HTTP_10 => b"HTTP/1.0",
+            _ => b"HTTP/1.1",
+        },
+        scheme: b"http",
+        remote_addr: remote_ip.as_bytes(),
+        remote_port: info.remote.port(),
+        server_name: host.as_bytes(),
+        server_port: info.local.port(),
+        content_length,
+        headers,
+    };
+    match front.master.dispatch(app, &head, body).await {
+        Ok(resp) => resp.map(FrontBody::Master),
+        Err(e) => rescue::dispatch_error(id, front.master.apps()[app].name(), &e),
+    }
+}

@@ -1,0 +1,50 @@
+//! The one place where failures become HTTP responses (linkerd2-proxy's "rescue" idea):
+//! overload and unavailability are 503 with `Retry-After`, a failed worker is 502, an
+//! oversized body is 413.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+
+use warren_master::DispatchError;
+
+use crate::body::FrontBody;
+
+/// A short plain-text response made by the front itself.
+pub fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<FrontBody> {
+    let mut resp = Response::new(FrontBody::Message(Some(text.into())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+pub fn dispatch_error(id: u64, app: &str, err: &DispatchError) -> Response<FrontBody> {
+    let rid = format_args!("{id:016x}");
+    let (status, text) = match err {
+        DispatchError::QueueFull { .. } | DispatchError::QueueTimeout { .. } => {
+            tracing::info!(request_id = %rid, app, error = %err, "request shed");
+            (StatusCode::SERVICE_UNAVAILABLE, "the app is overloaded; retry later\n".to_owned())
+        }
+        DispatchError::Unavailable { reason, .. } => {
+            tracing::info!(request_id = %rid, app, error = %err, "app unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("the app is unavailable: {reason}\n"))
+        }
+        DispatchError::WorkerFailed { .. } => {
+            tracing::warn!(request_id = %rid, app, error = %err, "bad gateway");
+            (StatusCode::BAD_GATEWAY, "the app's worker failed while handling the request\n".to_owned())
+        }
+        DispatchError::BodyTooLarge { .. } => {
+            tracing::info!(request_id = %rid, app, error = %err, "body too large");
+            (StatusCode::PAYLOAD_TOO_LARGE, format!("{err}\n"))
+        }
+    };
+    let mut resp = plain(status, text);
+    if let Some(after) = err.retry_after() {
+        let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}

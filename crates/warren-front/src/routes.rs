@@ -1,0 +1,54 @@
+//! Which app a request is for: by `Host`, then by static URL prefix within the app.
+
+use std::collections::HashMap;
+
+use warren_config::Config;
+
+/// A static directory of an app, ready to serve.
+pub struct StaticRoute {
+    pub prefix: String,
+    pub serve: tower_http::services::ServeDir,
+}
+
+pub struct Routes {
+    /// Lower-case host name to app index.
+    hosts: HashMap<String, usize>,
+    /// Per app, longest prefix first.
+    statics: Vec<Vec<StaticRoute>>,
+}
+
+impl Routes {
+    pub fn new(config: &Config) -> Routes {
+        let mut hosts = HashMap::new();
+        let mut statics = Vec::with_capacity(config.apps.len());
+        for (i, app) in config.apps.iter().enumerate() {
+            for h in &app.hosts {
+                hosts.insert(h.clone(), i);
+            }
+            statics.push(
+                app.static_dirs
+                    .iter()
+                    .map(|s| StaticRoute {
+                        prefix: s.prefix.clone(),
+                        serve: tower_http::services::ServeDir::new(&s.dir)
+                            .append_index_html_on_directories(true),
+                    })
+                    .collect(),
+            );
+        }
+        Routes { hosts, statics }
+    }
+
+    pub fn app_for(&self, host: &str) -> Option<usize> {
+        self.hosts.get(host).copied()
+    }
+
+    /// The static route whose prefix `path` falls under, if any (`/static` matches
+    /// `/static` and `/static/...`, not `/staticfoo`).
+    pub fn static_dir(&self, app: usize, path: &str) -> Option<&StaticRoute> {
+        self.statics[app].iter().find(|s| {
+            path.strip_prefix(s.prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+}

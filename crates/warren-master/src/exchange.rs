@@ -1,0 +1,333 @@
+//! One request's conversation with one worker.
+//!
+//! Hot path (no request body): one write of `REQUEST`+`BODY_END`, reads until the response
+//! head, and if the whole response is already buffered the worker goes straight back to the
+//! pool and the front gets a body of known length; no task is spawned.
+//!
+//! Otherwise a task takes the worker and runs two things at once: the *pump* copies the
+//! client's body into `BODY` frames, and the *reader* forwards response frames into a bounded
+//! channel. They must be concurrent: an app may answer before reading its input, and a worker
+//! blocked writing a response would never drain a body we insisted on writing first. The pump
+//! only ever stops at a frame boundary (it is told to stop, it is never cancelled), so the
+//! socket always stays in a state the worker can read; then the worker is checked back in.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use bytes::{Buf, Bytes};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use warren_protocol::{BODY_CHUNK, Kind, ResponseHead, put_frame, put_header, split_frame};
+
+use crate::app::{AppState, WorkerConn};
+use crate::body::{BodyError, ResponseBody};
+use crate::DispatchError;
+
+/// Response frames buffered between the worker and a slow client, per request.
+const CHANNEL_CHUNKS: usize = 4;
+
+/// Reads one frame from the worker: kind and payload.
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    rbuf: &mut bytes::BytesMut,
+) -> io::Result<(Kind, Bytes)> {
+    loop {
+        match split_frame(rbuf) {
+            Ok(Some((kind, _, total))) => {
+                let mut frame = rbuf.split_to(total);
+                frame.advance(warren_protocol::FRAME_HEADER);
+                return Ok((kind, frame.freeze()));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        }
+        if rbuf.capacity() - rbuf.len() < 8192 {
+            rbuf.reserve(64 * 1024);
+        }
+        if rd.read_buf(rbuf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+/// Hop-by-hop headers are the front's business, not the app's (PEP 3333 forbids them).
+fn hop_by_hop(name: &[u8]) -> bool {
+    const HOP: [&[u8]; 7] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+    ];
+    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+fn response_parts(app: &str, payload: &[u8]) -> Result<http::response::Parts, DispatchError> {
+    let bad = |reason: String| DispatchError::WorkerFailed {
+        app: app.to_owned(),
+        reason,
+    };
+    let head = ResponseHead::decode(payload).map_err(|e| bad(e.to_string()))?;
+    let status = StatusCode::from_u16(head.status)
+        .map_err(|_| bad(format!("status {} is not valid", head.status)))?;
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = status;
+    parts.headers.reserve(head.headers.len());
+    for (name, value) in head.headers {
+        if hop_by_hop(name) {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name).map_err(|e| bad(e.to_string()))?;
+        let value = HeaderValue::from_bytes(value).map_err(|e| bad(e.to_string()))?;
+        parts.headers.append(name, value);
+    }
+    Ok(parts)
+}
+
+fn worker_failed(app: &AppState, w_pid: i32, e: &io::Error) -> DispatchError {
+    let reason = if e.kind() == io::ErrorKind::UnexpectedEof {
+        format!("worker {w_pid} closed its connection (it died)")
+    } else {
+        format!("worker {w_pid}: {e}")
+    };
+    DispatchError::WorkerFailed {
+        app: app.name().to_owned(),
+        reason,
+    }
+}
+
+/// Runs a request with no body on `w`.
+pub(crate) async fn without_body(
+    app: Arc<AppState>,
+    mut w: WorkerConn,
+    frame: Vec<u8>,
+) -> Result<Response<ResponseBody>, DispatchError> {
+    if let Err(e) = w.stream.write_all(&frame).await {
+        return Err(worker_failed(&app, w.pid, &e));
+    }
+    let head = loop {
+        match read_frame(&mut w.stream, &mut w.rbuf).await {
+            Ok((Kind::RespHead, payload)) => break payload,
+            Ok((kind, _)) => {
+                let e = io::Error::new(io::ErrorKind::InvalidData, format!("{kind:?} before the head"));
+                return Err(worker_failed(&app, w.pid, &e));
+            }
+            Err(e) => return Err(worker_failed(&app, w.pid, &e)),
+        }
+    };
+    let parts = response_parts(app.name(), &head)?;
+    // Take what is already buffered; if the end is among it, the response is complete.
+    let mut chunks = VecDeque::new();
+    loop {
+        match split_frame(&w.rbuf) {
+            Ok(Some((Kind::RespBody, _, total))) => {
+                let mut f = w.rbuf.split_to(total);
+                f.advance(warren_protocol::FRAME_HEADER);
+                chunks.push_back(f.freeze());
+            }
+            Ok(Some((Kind::RespEnd, _, total))) => {
+                w.rbuf.advance(total);
+                app.checkin(w);
+                return Ok(Response::from_parts(parts, ResponseBody::whole(chunks)));
+            }
+            _ => break,
+        }
+    }
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    tokio::spawn(async move {
+        for c in chunks {
+            if tx.send(Ok(c)).await.is_err() {
+                break;
+            }
+        }
+        let pid = w.pid;
+        let ok = forward(&app, pid, &mut w.stream, &mut w.rbuf, None, tx, &AtomicBool::new(false))
+            .await;
+        if ok {
+            app.checkin(w);
+        }
+    });
+    Ok(Response::from_parts(parts, ResponseBody::Stream(rx)))
+}
+
+/// Runs a request with a body on `w`: the head now, the body and the response concurrently.
+pub(crate) async fn with_body<B>(
+    app: Arc<AppState>,
+    w: WorkerConn,
+    frame: Vec<u8>,
+    body: B,
+) -> Result<Response<ResponseBody>, DispatchError>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display + Send,
+{
+    let (head_tx, head_rx) = oneshot::channel();
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let task_app = app.clone();
+    tokio::spawn(async move {
+        let app = task_app;
+        let mut w = w;
+        let pid = w.pid;
+        let limit = app.config.max_body_bytes;
+        let stop = Notify::new();
+        let too_large = AtomicBool::new(false);
+        let (read_ok, pumped) = {
+            let (mut rd, mut wr) = w.stream.split();
+            let pump = pump(&mut wr, frame, body, limit, &stop, &too_large);
+            let read = forward(&app, pid, &mut rd, &mut w.rbuf, Some(head_tx), tx, &too_large);
+            tokio::pin!(pump, read);
+            let mut pumped = None;
+            let read_ok = loop {
+                tokio::select! {
+                    ok = &mut read => break ok,
+                    p = &mut pump, if pumped.is_none() => pumped = Some(p),
+                }
+            };
+            let pumped = match pumped {
+                Some(p) => p,
+                None => {
+                    stop.notify_one();
+                    pump.await
+                }
+            };
+            (read_ok, pumped)
+        };
+        if read_ok && pumped.is_ok() {
+            app.checkin(w);
+        }
+    });
+    match head_rx.await {
+        Ok(Ok(parts)) => Ok(Response::from_parts(parts, ResponseBody::Stream(rx))),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(DispatchError::WorkerFailed {
+            app: app.name().to_owned(),
+            reason: "the exchange ended before a response head".into(),
+        }),
+    }
+}
+
+/// Copies the client's body to the worker. Stops at a frame boundary when `stop` fires, and
+/// always leaves the stream ending with `BODY_END` or `BODY_ABORT`.
+async fn pump<W, B>(
+    wr: &mut W,
+    head: Vec<u8>,
+    mut body: B,
+    limit: u64,
+    stop: &Notify,
+    too_large: &AtomicBool,
+) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    wr.write_all(&head).await?;
+    let mut sent = 0u64;
+    let mut hdr = Vec::with_capacity(warren_protocol::FRAME_HEADER);
+    let end = loop {
+        let frame = tokio::select! {
+            biased;
+            () = stop.notified() => break (Kind::BodyAbort, "the response ended before the body was read".to_owned()),
+            f = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)) => f,
+        };
+        let mut data = match frame {
+            None => break (Kind::BodyEnd, String::new()),
+            Some(Err(e)) => break (Kind::BodyAbort, format!("reading the client's body: {e}")),
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue, // trailers: WSGI has no place for them
+            },
+        };
+        sent += data.len() as u64;
+        if sent > limit {
+            too_large.store(true, Relaxed);
+            break (Kind::BodyAbort, format!("the body exceeds the limit of {limit} bytes"));
+        }
+        while !data.is_empty() {
+            let piece = data.split_to(data.len().min(BODY_CHUNK));
+            hdr.clear();
+            put_header(&mut hdr, Kind::Body, piece.len());
+            wr.write_all(&hdr).await?;
+            wr.write_all(&piece).await?;
+        }
+    };
+    let mut last = Vec::with_capacity(warren_protocol::FRAME_HEADER + end.1.len());
+    put_frame(&mut last, end.0, end.1.as_bytes());
+    wr.write_all(&last).await
+}
+
+/// Reads the response from the worker: the head to `head_tx` (if still wanted), body frames to
+/// `tx`. Returns whether the worker ended the response cleanly and can serve again.
+async fn forward<R: AsyncRead + Unpin>(
+    app: &AppState,
+    pid: i32,
+    rd: &mut R,
+    rbuf: &mut bytes::BytesMut,
+    mut head_tx: Option<oneshot::Sender<Result<http::response::Parts, DispatchError>>>,
+    tx: mpsc::Sender<Result<Bytes, BodyError>>,
+    too_large: &AtomicBool,
+) -> bool {
+    let mut client_gone = false;
+    loop {
+        let (kind, payload) = match read_frame(rd, rbuf).await {
+            Ok(f) => f,
+            Err(e) => {
+                let err = worker_failed(app, pid, &e);
+                tracing::warn!(app = app.name(), pid, error = %err, "worker failed mid-request");
+                match head_tx.take() {
+                    Some(h) => {
+                        let _ = h.send(Err(err));
+                    }
+                    None => {
+                        let _ = tx
+                            .send(Err(BodyError::WorkerFailed {
+                                app: app.name().to_owned(),
+                                reason: err.to_string(),
+                            }))
+                            .await;
+                    }
+                }
+                return false;
+            }
+        };
+        match kind {
+            Kind::RespHead if head_tx.is_some() => {
+                let parts = if too_large.load(Relaxed) {
+                    Err(DispatchError::BodyTooLarge {
+                        limit: app.config.max_body_bytes,
+                    })
+                } else {
+                    response_parts(app.name(), &payload)
+                };
+                let _ = head_tx.take().expect("checked").send(parts);
+            }
+            Kind::RespBody if head_tx.is_none() => {
+                if !client_gone && tx.send(Ok(payload)).await.is_err() {
+                    // The client went away: keep reading so the worker finishes and is reusable.
+                    client_gone = true;
+                }
+            }
+            Kind::RespEnd if head_tx.is_none() => return true,
+            Kind::RespAbort if head_tx.is_none() => {
+                let _ = tx.send(Err(BodyError::AppAborted)).await;
+                return true;
+            }
+            other => {
+                let e = io::Error::new(io::ErrorKind::InvalidData, format!("unexpected {other:?} frame"));
+                let err = worker_failed(app, pid, &e);
+                tracing::warn!(app = app.name(), pid, error = %err, "protocol error from worker");
+                if let Some(h) = head_tx.take() {
+                    let _ = h.send(Err(err));
+                }
+                return false;
+            }
+        }
+    }
+}

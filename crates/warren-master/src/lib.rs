@@ -1,0 +1,161 @@
+//! warren's master: it owns every app's queue and workers and turns a request into a response.
+//!
+//! **API Boundary:** the front calls [`Master::dispatch`] with an app index, the request head
+//! and its body, and gets back an `http::Response` or a [`DispatchError`] that the front maps
+//! to a status code. Nothing here knows about hyper or sockets to clients.
+//!
+//! Per app there is an [`AppState`] (pool, queue, counters, target worker count) and one
+//! supervisor task that runs the app's zygote and forks workers up to the target.
+
+#![forbid(unsafe_code)]
+
+mod app;
+mod body;
+mod exchange;
+pub mod queue;
+mod stats;
+mod zygote;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Response;
+use http_body::Body;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Duration;
+
+use warren_config::Config;
+use warren_protocol::{Kind, RequestHead, put_frame};
+
+pub use app::{AppState, Health};
+pub use body::{BodyError, ResponseBody};
+pub use stats::{AppStats, StatsSnapshot};
+
+/// Why a request got no answer from its app. The front turns each into a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// 503 with `Retry-After`: the queue is at its bound.
+    #[error("the queue of app {app} is full ({max} requests waiting)")]
+    QueueFull { app: String, max: usize },
+    /// 503 with `Retry-After`: no worker became free in time.
+    #[error("no worker of app {app} became free within {waited:?}")]
+    QueueTimeout { app: String, waited: Duration },
+    /// 503 with `Retry-After`: the app cannot run now.
+    #[error("app {app} is unavailable: {reason}")]
+    Unavailable {
+        app: String,
+        reason: String,
+        retry_after: Duration,
+    },
+    /// 502: the worker died or broke the protocol before a response head.
+    #[error("app {app}: {reason}")]
+    WorkerFailed { app: String, reason: String },
+    /// 413.
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+}
+
+impl DispatchError {
+    /// The `Retry-After` to advertise, for errors a client may retry.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DispatchError::QueueFull { .. } | DispatchError::QueueTimeout { .. } => {
+                Some(Duration::from_secs(1))
+            }
+            DispatchError::Unavailable { retry_after, .. } => {
+                Some((*retry_after).max(Duration::from_secs(1)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// All apps' pools and supervisors.
+pub struct Master {
+    apps: Vec<Arc<AppState>>,
+    shutdown: watch::Sender<bool>,
+    supervisors: JoinSet<()>,
+}
+
+impl Master {
+    /// Starts a supervisor (and so a zygote) for every app in `config`. Must be called within
+    /// a tokio runtime.
+    pub fn start(config: &Config, worker_bin: &Path) -> Master {
+        let (shutdown, rx) = watch::channel(false);
+        let worker_bin: Arc<Path> = worker_bin.into();
+        let mut supervisors = JoinSet::new();
+        let apps: Vec<Arc<AppState>> = config
+            .apps
+            .iter()
+            .map(|a| Arc::new(AppState::new(a.clone())))
+            .collect();
+        for app in &apps {
+            supervisors.spawn(zygote::supervise(
+                app.clone(),
+                worker_bin.clone(),
+                rx.clone(),
+            ));
+        }
+        Master {
+            apps,
+            shutdown,
+            supervisors,
+        }
+    }
+
+    /// The apps, in config order (the index is what [`Master::dispatch`] takes).
+    pub fn apps(&self) -> &[Arc<AppState>] {
+        &self.apps
+    }
+
+    /// Runs one request on a worker of app `app`. `body` is `None` when the request has none.
+    pub async fn dispatch<B>(
+        &self,
+        app: usize,
+        head: &RequestHead<'_>,
+        body: Option<B>,
+    ) -> Result<Response<ResponseBody>, DispatchError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: std::fmt::Display + Send,
+    {
+        let app = &self.apps[app];
+        if head.content_length.is_some_and(|n| n > app.config.max_body_bytes) {
+            return Err(DispatchError::BodyTooLarge {
+                limit: app.config.max_body_bytes,
+            });
+        }
+        let mut frame = Vec::with_capacity(256 + head.headers.len() * 48);
+        head.encode_frame(&mut frame);
+        if body.is_none() {
+            put_frame(&mut frame, Kind::BodyEnd, b"");
+        }
+        let worker = app.checkout().await?;
+        let stats = &app.stats;
+        stats
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = match body {
+            None => exchange::without_body(app.clone(), worker, frame).await,
+            Some(body) => exchange::with_body(app.clone(), worker, frame, body).await,
+        };
+        stats
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let counter = if result.is_ok() {
+            &stats.served
+        } else {
+            &stats.rejected
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
+    /// Stops every zygote (and with it every worker) and waits for the supervisors.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.supervisors.join_next().await.is_some() {}
+    }
+}

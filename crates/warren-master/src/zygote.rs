@@ -1,0 +1,313 @@
+//! The supervisor of one app: starts its zygote, keeps `target` workers forked from it, reaps
+//! their exits, and backs off when the app cannot be imported.
+//!
+//! "Spawn a worker for app X" is one message: [`Msg::Fork`] with the worker's end of a fresh
+//! socket pair attached. The zygote replies `Forked{pid}`, the new worker says `READY` on its
+//! socket, and the worker joins the pool. Confinement wraps the zygote's launch
+//! (`warren_sandbox::zygote_command`), so every worker inherits it.
+
+use std::collections::HashMap;
+use std::io::IoSlice;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::ExitStatus;
+use std::sync::Arc;
+
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
+};
+use tokio::io::Interest;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::net::{UnixDatagram, UnixStream};
+use tokio::sync::watch;
+use tokio::time::{Duration, Instant};
+
+use warren_protocol::control::{EXIT_IMPORT_FAILED, MSG_LEN, Msg};
+use warren_protocol::{FRAME_HEADER, Kind, parse_header};
+
+use crate::app::{AppState, Health, WorkerConn};
+
+/// How long a new worker may take to say READY.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// First and longest pause before re-importing an app that failed.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Longest log line taken from an app; the rest of the line is dropped.
+const MAX_LOG_LINE: usize = 8 * 1024;
+
+/// How a zygote's life ended.
+enum End {
+    Shutdown,
+    /// It never became ready: the app does not import.
+    ImportFailed(String),
+    /// It died after it was ready.
+    Crashed(String),
+}
+
+/// Runs `app`'s zygote until `shutdown` turns true, restarting it with back-off.
+pub(crate) async fn supervise(
+    app: Arc<AppState>,
+    worker_bin: Arc<Path>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let end = run_zygote(&app, &worker_bin, &mut shutdown, &mut backoff).await;
+        app.reset_workers();
+        let (reason, import) = match end {
+            End::Shutdown => return,
+            End::ImportFailed(r) => (r, true),
+            End::Crashed(r) => (r, false),
+        };
+        tracing::error!(
+            app = app.name(),
+            reason = %reason,
+            retry_in_s = backoff.as_secs_f64(),
+            "app unavailable; requests get 503 until it starts"
+        );
+        let until = Instant::now() + backoff;
+        app.set_health(Health::Broken {
+            reason: if import {
+                format!("the app failed to import ({reason}); see the log for the traceback")
+            } else {
+                reason
+            },
+            until,
+        });
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            () = stopped(&mut shutdown) => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Resolves once shutdown was asked for.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(EXIT_IMPORT_FAILED), _) => "the app could not be imported".into(),
+        (Some(c), _) => format!("exited with status {c}"),
+        (_, Some(s)) => format!("killed by signal {s}"),
+        _ => "ended".into(),
+    }
+}
+
+/// Describes a raw wait status reported by the zygote.
+fn describe_wait(status: i32) -> (bool, String) {
+    let sig = status & 0x7f;
+    if sig == 0 {
+        let code = (status >> 8) & 0xff;
+        (code == 0, format!("exited with status {code}"))
+    } else {
+        let name = nix::sys::signal::Signal::try_from(sig)
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_else(|_| sig.to_string());
+        (false, format!("killed by {name}"))
+    }
+}
+
+async fn run_zygote(
+    app: &Arc<AppState>,
+    worker_bin: &Path,
+    shutdown: &mut watch::Receiver<bool>,
+    backoff: &mut Duration,
+) -> End {
+    let cfg = &app.config;
+    let spec = warren_sandbox::ZygoteSpec {
+        worker_bin,
+        name: &cfg.name,
+        dir: &cfg.path,
+        module: &cfg.module,
+        callable: &cfg.callable,
+        site_packages: cfg.site_packages.as_deref(),
+    };
+    let launch = match warren_sandbox::zygote_command(&spec) {
+        Ok(l) => l,
+        Err(e) => return End::ImportFailed(e.to_string()),
+    };
+    let mut command = tokio::process::Command::from(launch.command);
+    command.kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => return End::ImportFailed(format!("starting {}: {e}", worker_bin.display())),
+    };
+    drop(launch.child_end);
+    let started = Instant::now();
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(log_lines(app.clone(), "stdout", out));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(log_lines(app.clone(), "stderr", err));
+    }
+    // A SOCK_SEQPACKET socket: tokio's datagram type drives its readiness, and each
+    // recv/send moves exactly one message, as on a datagram socket.
+    let control = std::os::unix::net::UnixDatagram::from(launch.control);
+    let control = match control.set_nonblocking(true).and_then(|()| UnixDatagram::from_std(control)) {
+        Ok(c) => c,
+        Err(e) => return End::ImportFailed(format!("watching the control socket: {e}")),
+    };
+    app.set_health(Health::Starting);
+
+    let mut ready = false;
+    let mut next_token = 0u32;
+    let mut pending: HashMap<u32, (UnixStream, Instant)> = HashMap::new();
+    loop {
+        if ready {
+            while app.live_workers() < app.target() {
+                next_token = next_token.wrapping_add(1);
+                match request_fork(&control, next_token).await {
+                    Ok(stream) => {
+                        app.worker_forking();
+                        pending.insert(next_token, (stream, Instant::now()));
+                    }
+                    Err(e) => {
+                        tracing::error!(app = app.name(), error = %e, "cannot ask the zygote to fork");
+                        return End::Crashed(format!("control socket: {e}"));
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            () = stopped(shutdown) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return End::Shutdown;
+            }
+            status = child.wait() => {
+                let what = status.map(describe_exit).unwrap_or_else(|e| e.to_string());
+                return if ready { End::Crashed(format!("zygote {what}")) } else { End::ImportFailed(what) };
+            }
+            msg = receive(&control) => {
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let status = child.wait().await.map(describe_exit).unwrap_or_default();
+                        return if ready {
+                            End::Crashed(format!("zygote control socket: {e} ({status})"))
+                        } else {
+                            End::ImportFailed(status)
+                        };
+                    }
+                };
+                match msg {
+                    Msg::ZygoteReady { pid } => {
+                        ready = true;
+                        *backoff = BACKOFF_MIN;
+                        app.set_health(Health::Ready);
+                        tracing::info!(
+                            app = app.name(),
+                            pid,
+                            import_ms = started.elapsed().as_secs_f64() * 1e3,
+                            "zygote ready"
+                        );
+                    }
+                    Msg::Forked { token, pid } => {
+                        if let Some((stream, asked)) = pending.remove(&token) {
+                            tokio::spawn(await_ready(app.clone(), stream, pid, asked));
+                        }
+                    }
+                    Msg::ForkFailed { token, errno } => {
+                        pending.remove(&token);
+                        tracing::error!(app = app.name(), errno, "zygote could not fork a worker");
+                        app.worker_gone(None);
+                        tokio::time::sleep(BACKOFF_MIN).await;
+                    }
+                    Msg::Exited { pid, status } => {
+                        let (clean, how) = describe_wait(status);
+                        if clean {
+                            tracing::info!(app = app.name(), pid, "worker {how}");
+                        } else {
+                            tracing::warn!(app = app.name(), pid, "worker {how}");
+                        }
+                        app.worker_gone(Some(pid));
+                    }
+                    Msg::Fork { .. } => {}
+                }
+            }
+            () = app.wake.notified() => {}
+        }
+    }
+}
+
+/// Creates the worker's socket pair and sends the worker's end to the zygote.
+async fn request_fork(control: &UnixDatagram, token: u32) -> std::io::Result<UnixStream> {
+    // Blocking for the worker (it does plain blocking I/O); ours is made non-blocking below.
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    let buf = Msg::Fork { token }.encode();
+    let fds = [theirs.as_raw_fd()];
+    loop {
+        control.writable().await?;
+        let sent = control.try_io(Interest::WRITABLE, || {
+            sendmsg::<()>(
+                control.as_raw_fd(),
+                &[IoSlice::new(&buf)],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    drop(theirs);
+    let ours = std::os::unix::net::UnixStream::from(ours);
+    ours.set_nonblocking(true)?;
+    UnixStream::from_std(ours)
+}
+
+async fn receive(control: &UnixDatagram) -> std::io::Result<Msg> {
+    let mut buf = [0u8; MSG_LEN];
+    match control.recv(&mut buf).await? {
+        0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        n => Msg::decode(&buf[..n])
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+    }
+}
+
+/// Waits for a forked worker's `READY`, then puts it in the pool.
+async fn await_ready(app: Arc<AppState>, mut stream: UnixStream, pid: i32, asked: Instant) {
+    let mut hdr = [0u8; FRAME_HEADER];
+    let ready = tokio::time::timeout(READY_TIMEOUT, stream.read_exact(&mut hdr)).await;
+    match ready.map(|r| r.map(|_| parse_header(hdr))) {
+        Ok(Ok(Ok((Kind::Ready, 0)))) => {
+            let us = asked.elapsed().as_micros() as u64;
+            tracing::info!(app = app.name(), pid, fork_to_ready_us = us, "worker started");
+            app.checkin(WorkerConn::new(stream, pid));
+        }
+        other => {
+            // The zygote will report its exit; dropping the socket makes a live one exit.
+            tracing::error!(app = app.name(), pid, outcome = ?other, "worker did not become ready");
+        }
+    }
+}
+
+/// Copies an app's output into warren's log, one event per line, tagged with the app.
+async fn log_lines<R: AsyncRead + Unpin>(app: Arc<AppState>, stream: &'static str, out: R) {
+    let mut reader = BufReader::with_capacity(MAX_LOG_LINE, out);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        let mut limited = (&mut reader).take(MAX_LOG_LINE as u64);
+        match limited.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        tracing::info!(target: "app", app = app.name(), stream, "{text}");
+    }
+}

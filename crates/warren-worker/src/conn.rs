@@ -1,0 +1,237 @@
+//! The worker's end of its socket to the master: blocking, buffered frame I/O.
+//!
+//! A worker serves one request at a time on one thread, so plain blocking reads and writes are
+//! both the simplest and the fastest choice: no event loop sits between a frame and the app.
+//! The request body is read lazily through [`Conn::body_peek`] / [`Conn::body_consume`], which
+//! is what makes `wsgi.input` stream instead of buffering an upload.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+
+use warren_protocol::{FRAME_HEADER, Kind, MAX_FRAME, ProtocolError, parse_header, put_header};
+
+const READ_BUF: usize = 64 * 1024;
+/// Pending output past this size is written out before more is added.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+
+/// Where the current request body stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Body {
+    /// Bytes left in the current `BODY` frame (0: the next frame header comes next).
+    Open { left_in_frame: usize },
+    /// `BODY_END` seen.
+    Done,
+    /// `BODY_ABORT` seen, with the master's reason.
+    Aborted(String),
+}
+
+pub struct Conn {
+    sock: UnixStream,
+    rbuf: Vec<u8>,
+    rpos: usize,
+    wbuf: Vec<u8>,
+    body: Body,
+}
+
+fn protocol(e: ProtocolError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl Conn {
+    pub fn new(sock: UnixStream) -> Conn {
+        Conn {
+            sock,
+            rbuf: Vec::with_capacity(READ_BUF),
+            rpos: 0,
+            wbuf: Vec::with_capacity(WRITE_HIGH_WATER),
+            body: Body::Done,
+        }
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.rbuf[self.rpos..]
+    }
+
+    /// Reads more bytes from the socket; `Ok(false)` at end of stream.
+    fn fill(&mut self, want: usize) -> io::Result<bool> {
+        if self.rpos == self.rbuf.len() {
+            self.rbuf.clear();
+            self.rpos = 0;
+        } else if self.rpos > 0 && self.rbuf.capacity() - self.rbuf.len() < want {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        let len = self.rbuf.len();
+        let room = want.max(READ_BUF);
+        self.rbuf.resize(len + room, 0);
+        let n = loop {
+            match self.sock.read(&mut self.rbuf[len..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.rbuf.truncate(len);
+                    return Err(e);
+                }
+            }
+        };
+        self.rbuf.truncate(len + n);
+        Ok(n > 0)
+    }
+
+    /// Reads the next frame header; `Ok(None)` if the stream ends cleanly before it.
+    fn next_header(&mut self) -> io::Result<Option<(Kind, usize)>> {
+        while self.buffered().len() < FRAME_HEADER {
+            if !self.fill(FRAME_HEADER)? {
+                return if self.buffered().is_empty() {
+                    Ok(None)
+                } else {
+                    Err(io::ErrorKind::UnexpectedEof.into())
+                };
+            }
+        }
+        let h = *self.buffered().first_chunk::<FRAME_HEADER>().expect("checked");
+        self.rpos += FRAME_HEADER;
+        parse_header(h).map(Some).map_err(protocol)
+    }
+
+    /// Waits for the next request: returns its `REQUEST` payload, or `None` when the master
+    /// closed the connection. The payload stays valid until the next read.
+    pub fn next_request(&mut self) -> io::Result<Option<&[u8]>> {
+        let Some((kind, len)) = self.next_header()? else {
+            return Ok(None);
+        };
+        if kind != Kind::Request {
+            return Err(protocol(ProtocolError::Unexpected {
+                got: kind,
+                wanted: "REQUEST",
+            }));
+        }
+        while self.buffered().len() < len {
+            if !self.fill(len - self.buffered().len())? {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        self.body = Body::Open { left_in_frame: 0 };
+        let start = self.rpos;
+        self.rpos += len;
+        Ok(Some(&self.rbuf[start..start + len]))
+    }
+
+    /// The request body bytes available now without blocking past the next socket read:
+    /// empty at the end of the body. An aborted body is an error.
+    pub fn body_peek(&mut self) -> io::Result<&[u8]> {
+        loop {
+            match &self.body {
+                Body::Done => return Ok(&[]),
+                Body::Aborted(why) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        format!("request body aborted: {why}"),
+                    ));
+                }
+                Body::Open { left_in_frame: 0 } => {
+                    let Some((kind, len)) = self.next_header()? else {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    };
+                    self.body = match kind {
+                        Kind::Body => Body::Open { left_in_frame: len },
+                        Kind::BodyEnd => Body::Done,
+                        Kind::BodyAbort => {
+                            while self.buffered().len() < len {
+                                if !self.fill(len)? {
+                                    return Err(io::ErrorKind::UnexpectedEof.into());
+                                }
+                            }
+                            let why = String::from_utf8_lossy(&self.buffered()[..len]).into_owned();
+                            self.rpos += len;
+                            Body::Aborted(why)
+                        }
+                        got => {
+                            return Err(protocol(ProtocolError::Unexpected {
+                                got,
+                                wanted: "BODY",
+                            }));
+                        }
+                    };
+                }
+                Body::Open { left_in_frame } => {
+                    let left = *left_in_frame;
+                    if self.buffered().is_empty() && !self.fill(1)? {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                    let n = left.min(self.buffered().len());
+                    return Ok(&self.rbuf[self.rpos..self.rpos + n]);
+                }
+            }
+        }
+    }
+
+    /// Marks `n` bytes returned by [`Conn::body_peek`] as read.
+    pub fn body_consume(&mut self, n: usize) {
+        if let Body::Open { left_in_frame } = &mut self.body {
+            debug_assert!(n <= *left_in_frame);
+            *left_in_frame -= n;
+            self.rpos += n;
+        }
+    }
+
+    /// Reads and discards what the app left of the body, so the next frame is a `REQUEST`.
+    pub fn drain_body(&mut self) -> io::Result<()> {
+        loop {
+            match self.body_peek() {
+                Ok([]) => return Ok(()),
+                Ok(b) => {
+                    let n = b.len();
+                    self.body_consume(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
+                    self.body = Body::Done;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Queues a frame for sending.
+    pub fn put(&mut self, kind: Kind, payload: &[u8]) -> io::Result<()> {
+        for piece in payload.chunks(MAX_FRAME).chain(payload.is_empty().then_some(&[][..])) {
+            if self.wbuf.len() + piece.len() > WRITE_HIGH_WATER {
+                put_header(&mut self.wbuf, kind, piece.len());
+                self.flush()?;
+                write_all(&mut self.sock, piece)?;
+            } else {
+                put_header(&mut self.wbuf, kind, piece.len());
+                self.wbuf.extend_from_slice(piece);
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives direct access to the output buffer, for frames encoded in place.
+    pub fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.wbuf
+    }
+
+    /// Writes out everything queued.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.wbuf.is_empty() {
+            let r = write_all(&mut self.sock, &self.wbuf);
+            self.wbuf.clear();
+            r?;
+        }
+        Ok(())
+    }
+}
+
+fn write_all(sock: &mut UnixStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match sock.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! `warren-worker`: the process that runs Python for warren.
+//!
+//! `warren-worker zygote --name NAME --dir DIR --module MOD --callable NAME [--site-packages DIR]`
+//! imports one app and then forks a worker per `Fork` message on its control socket (fd 3).
+//! The master starts it; it is not meant to be run by hand.
+
+mod conn;
+mod python;
+mod wsgi;
+mod zygote;
+
+use warren_protocol::control::EXIT_USAGE;
+
+fn usage(msg: &str) -> ! {
+    eprintln!("warren-worker: {msg}");
+    eprintln!(
+        "usage: warren-worker zygote --name NAME --dir DIR --module MOD --callable NAME [--site-packages DIR]"
+    );
+    std::process::exit(EXIT_USAGE);
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() != Some("zygote") {
+        usage("expected the `zygote` command");
+    }
+    let (mut name, mut dir, mut module, mut callable, mut site_packages) =
+        (None, None, None, None, None);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        match flag.as_str() {
+            "--name" => name = Some(value),
+            "--dir" => dir = Some(value),
+            "--module" => module = Some(value),
+            "--callable" => callable = Some(value),
+            "--site-packages" => site_packages = Some(value),
+            _ => usage(&format!("unknown flag {flag}")),
+        }
+    }
+    let need = |v: Option<String>, f: &str| v.unwrap_or_else(|| usage(&format!("{f} is required")));
+    zygote::run(python::AppSpec {
+        name: need(name, "--name"),
+        dir: need(dir, "--dir"),
+        module: need(module, "--module"),
+        callable: need(callable, "--callable"),
+        site_packages,
+    })
+}

@@ -1,0 +1,235 @@
+//! The zygote: one process per app that has imported the app and forks workers on request.
+//!
+//! It runs single-threaded (a requirement for `fork()` and, later, for user namespaces) and
+//! waits on two things with `poll`: the control socket from the master (fd 3, a
+//! `SOCK_SEQPACKET` socket) and a signalfd for `SIGCHLD`. A `Fork` message carries the worker's
+//! socket; the zygote forks with CPython's `PyOS_BeforeFork` / `PyOS_AfterFork_*` around
+//! `fork()`, so the child starts with the app already imported and its pages shared
+//! copy-on-write. Exits of workers are reaped here and reported to the master with their raw
+//! wait status. When the master goes away the control socket reads end-of-file and the zygote
+//! exits; its workers follow through their parent-death signal.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, getpid, getppid};
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+use warren_protocol::control::{EXIT_IMPORT_FAILED, MSG_LEN, Msg};
+
+use crate::conn::Conn;
+use crate::python::{self, AppSpec};
+use crate::wsgi::Worker;
+
+/// The control socket's descriptor number in the zygote, set up by the master's launcher.
+pub const CONTROL_FD: RawFd = 3;
+
+fn send(ctl: RawFd, msg: Msg) {
+    let buf = msg.encode();
+    if let Err(e) = sendmsg::<()>(ctl, &[IoSlice::new(&buf)], &[], MsgFlags::empty(), None) {
+        eprintln!("warren-worker: zygote: cannot reach the master ({e}); exiting");
+        std::process::exit(1);
+    }
+}
+
+/// Reads one control message and the descriptor sent with it. `None` means the master is gone.
+fn receive(ctl: RawFd) -> Option<(Msg, Option<OwnedFd>)> {
+    let mut buf = [0u8; MSG_LEN];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(ctl, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC).ok()?;
+    let n = msg.bytes;
+    let mut fd = None;
+    for c in msg.cmsgs().ok()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for raw in fds {
+                // SAFETY: the kernel just installed this descriptor for us; nobody else owns it.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                fd.get_or_insert(owned);
+            }
+        }
+    }
+    if n == 0 {
+        return None;
+    }
+    Msg::decode(&buf[..n]).ok().map(|m| (m, fd))
+}
+
+/// Imports the app, then forks workers until the master closes the control socket.
+pub fn run(spec: AppSpec) -> ! {
+    if !python::dir_exists(&spec.dir) {
+        eprintln!("warren-worker: app {}: directory {} does not exist", spec.name, spec.dir);
+        std::process::exit(EXIT_IMPORT_FAILED);
+    }
+    if let Err(e) = python::initialize(&spec.name) {
+        eprintln!("warren-worker: app {}: {e}", spec.name);
+        std::process::exit(EXIT_IMPORT_FAILED);
+    }
+    Python::attach(|py| {
+        let app = match python::load_app(py, &spec) {
+            Ok(app) => app,
+            Err(e) => {
+                eprintln!(
+                    "warren-worker: app {}: importing {}:{} failed:",
+                    spec.name, spec.module, spec.callable
+                );
+                e.display(py);
+                std::process::exit(EXIT_IMPORT_FAILED);
+            }
+        };
+        // Objects that exist now are never collected in workers: the collector does not touch
+        // (and so does not un-share) their pages after fork.
+        if let Err(e) = py.import("gc").and_then(|gc| gc.call_method0("freeze")) {
+            e.display(py);
+        }
+        serve_forks(py, &spec, app)
+    })
+}
+
+fn serve_forks(py: Python<'_>, spec: &AppSpec, app: Bound<'_, PyAny>) -> ! {
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    let mut old_mask = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&chld), Some(&mut old_mask))
+        .expect("blocking SIGCHLD");
+    let sfd = SignalFd::with_flags(&chld, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .expect("creating a signalfd");
+    let ctl = CONTROL_FD;
+    send(ctl, Msg::ZygoteReady { pid: getpid().as_raw() });
+
+    loop {
+        // SAFETY: CONTROL_FD stays open for the life of the zygote.
+        let ctl_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(ctl) };
+        let mut fds = [
+            PollFd::new(ctl_fd, PollFlags::POLLIN),
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => panic!("poll: {e}"),
+        }
+        let ctl_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let chld_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
+        if chld_ready {
+            while let Ok(Some(_)) = sfd.read_signal() {}
+            reap(ctl);
+        }
+        if !ctl_ready {
+            continue;
+        }
+        match receive(ctl) {
+            None => std::process::exit(0),
+            Some((Msg::Fork { token }, Some(sock))) => {
+                fork_worker(py, spec, &app, ctl, token, sock, &sfd, &old_mask)
+            }
+            Some((other, _)) => {
+                eprintln!("warren-worker: zygote: unexpected control message {other:?}");
+            }
+        }
+    }
+}
+
+fn reap(ctl: RawFd) {
+    loop {
+        let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(s) => s,
+        };
+        let (pid, raw) = match status {
+            WaitStatus::Exited(pid, code) => (pid, (code & 0xff) << 8),
+            WaitStatus::Signaled(pid, sig, core) => (pid, sig as i32 | if core { 0x80 } else { 0 }),
+            _ => continue,
+        };
+        send(ctl, Msg::Exited { pid: pid.as_raw(), status: raw });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fork_worker(
+    py: Python<'_>,
+    spec: &AppSpec,
+    app: &Bound<'_, PyAny>,
+    ctl: RawFd,
+    token: u32,
+    sock: OwnedFd,
+    sfd: &SignalFd,
+    old_mask: &SigSet,
+) {
+    let zygote = getpid();
+    // SAFETY: the zygote is single-threaded and holds the GIL, which PyOS_BeforeFork requires;
+    // exactly one of the AfterFork calls follows in each process, as CPython documents.
+    let forked = unsafe {
+        ffi::PyOS_BeforeFork();
+        let r = nix::unistd::fork();
+        match r {
+            Ok(ForkResult::Child) => ffi::PyOS_AfterFork_Child(),
+            _ => ffi::PyOS_AfterFork_Parent(),
+        }
+        r
+    };
+    match forked {
+        Ok(ForkResult::Parent { child }) => {
+            drop(sock);
+            send(ctl, Msg::Forked { token, pid: child.as_raw() });
+        }
+        Err(e) => {
+            drop(sock);
+            send(ctl, Msg::ForkFailed { token, errno: e as i32 });
+        }
+        Ok(ForkResult::Child) => {
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            if getppid() != zygote {
+                // The zygote died between fork and prctl: nobody would reap us.
+                exit_now(1);
+            }
+            // SAFETY: the child owns its copies of the control socket and the signalfd, uses
+            // neither again and never drops `sfd` (it leaves through `_exit`).
+            unsafe {
+                libc::close(ctl);
+                libc::close(sfd.as_raw_fd());
+            }
+            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
+            let code = run_worker(py, spec, app, sock);
+            exit_now(code);
+        }
+    }
+}
+
+fn run_worker(py: Python<'_>, spec: &AppSpec, app: &Bound<'_, PyAny>, sock: OwnedFd) -> i32 {
+    let conn = Conn::new(UnixStream::from(sock));
+    let worker = match Worker::new(py, spec.name.clone(), app.clone(), conn) {
+        Ok(w) => w,
+        Err(e) => {
+            e.display(py);
+            return 1;
+        }
+    };
+    match worker.serve() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("warren-worker: app {}: connection to the master failed: {e}", spec.name);
+            1
+        }
+    }
+}
+
+/// Leaves a forked worker without running the zygote's exit handlers (they belong to it).
+fn exit_now(code: i32) -> ! {
+    Python::attach(|py| {
+        for stream in ["stdout", "stderr"] {
+            if let Ok(s) = py.import("sys").and_then(|sys| sys.getattr(stream)) {
+                let _ = s.call_method0("flush");
+            }
+        }
+    });
+    // SAFETY: _exit ends the process at once; nothing after it runs.
+    unsafe { libc::_exit(code) }
+}

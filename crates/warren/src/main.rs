@@ -1,0 +1,120 @@
+//! The `warren` command: `warren serve --config config/warren.toml`.
+//!
+//! This is the binary edge: it reads the config (refusing a bad one with the file, key and
+//! reason), sets up logging, binds the listener, starts the master (one zygote per app) and
+//! the front, and shuts both down on SIGINT or SIGTERM.
+
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// The environment variable that sets the log filter (tracing's `EnvFilter` syntax).
+const LOG_ENV: &str = "WARREN_LOG";
+/// The environment variable that overrides where `warren-worker` is found.
+const WORKER_ENV: &str = "WARREN_WORKER";
+
+#[derive(Parser)]
+#[command(name = "warren", version, about = "Serve many small Python WSGI apps on one box")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the apps of a config file.
+    Serve {
+        /// The config file.
+        #[arg(long, short, default_value = warren_config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Check a config file and print the apps it defines.
+    Check {
+        #[arg(long, short, default_value = warren_config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// `warren-worker` next to this executable, unless `WARREN_WORKER` says otherwise.
+fn worker_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(WORKER_ENV) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("finding the warren executable")?;
+    Ok(exe.with_file_name("warren-worker"))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => {
+            let config = warren_config::load(&config)?;
+            for app in &config.apps {
+                println!("{app}: hosts {:?}, {} workers", app.hosts, app.workers);
+            }
+            Ok(())
+        }
+        Command::Serve { config } => {
+            init_logging();
+            let config = warren_config::load(&config)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(serve(config))
+        }
+    }
+}
+
+async fn serve(config: warren_config::Config) -> Result<()> {
+    let worker_bin = worker_binary()?;
+    anyhow::ensure!(
+        worker_bin.is_file(),
+        "worker binary {} not found (build it with `cargo build --workspace`, or set {WORKER_ENV})",
+        worker_bin.display()
+    );
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("{}: server.listen: cannot bind {}", config.file.display(), config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let master = warren_master::Master::start(&config, Path::new(&worker_bin));
+    for app in &config.apps {
+        tracing::info!(app = %app.name, hosts = ?app.hosts, workers = app.workers, dir = %app.path.display(), "app configured");
+    }
+    let front = Arc::new(warren_front::Front::new(&config, master));
+    tracing::info!(%addr, "listening");
+    // A machine-readable line for scripts and tests that bind port 0.
+    println!("listening on {addr}");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    warren_front::run(listener, front.clone(), shutdown).await;
+    match Arc::try_unwrap(front) {
+        Ok(front) => front.into_master().shutdown().await,
+        Err(_) => tracing::warn!("connections still hold the front; exiting without waiting"),
+    }
+    Ok(())
+}
