@@ -32,6 +32,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// First and longest pause before re-importing an app that failed.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A worker that dies sooner than this after its start counts towards a crash loop.
+const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(10);
+/// First and longest delay between forks while workers keep dying young.
+const FORK_DELAY_MIN: Duration = Duration::from_millis(100);
+const FORK_DELAY_MAX: Duration = Duration::from_secs(30);
 /// Longest log line taken from an app; the rest of the line is dropped.
 const MAX_LOG_LINE: usize = 8 * 1024;
 
@@ -156,8 +161,15 @@ async fn run_zygote(
     let mut ready = false;
     let mut next_token = 0u32;
     let mut pending: HashMap<u32, (UnixStream, Instant)> = HashMap::new();
+    // Start time of each running worker, to tell a crash loop from an occasional death.
+    let mut started_at: HashMap<i32, Instant> = HashMap::new();
+    // Crash-loop back-off: forks wait until `next_fork_at`; the delay doubles while workers
+    // keep dying young, so a broken app costs a few forks a minute, not a core.
+    let mut fork_delay = Duration::ZERO;
+    let mut next_fork_at = Instant::now();
     loop {
-        if ready {
+        let short = ready && app.live_workers() < app.target();
+        if short && Instant::now() >= next_fork_at {
             while app.live_workers() < app.target() {
                 next_token = next_token.wrapping_add(1);
                 match request_fork(&control, next_token).await {
@@ -172,7 +184,9 @@ async fn run_zygote(
                 }
             }
         }
+        let fork_timer = tokio::time::sleep_until(next_fork_at);
         tokio::select! {
+            () = fork_timer, if short => {}
             () = stopped(shutdown) => {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
@@ -208,6 +222,7 @@ async fn run_zygote(
                     }
                     Msg::Forked { token, pid } => {
                         if let Some((stream, asked)) = pending.remove(&token) {
+                            started_at.insert(pid, asked);
                             tokio::spawn(await_ready(app.clone(), stream, pid, asked));
                         }
                     }
@@ -219,10 +234,22 @@ async fn run_zygote(
                     }
                     Msg::Exited { pid, status } => {
                         let (clean, how) = describe_wait(status);
+                        let lived = started_at.remove(&pid).map(|t| t.elapsed());
                         if clean {
                             tracing::info!(app = app.name(), pid, "worker {how}");
                         } else {
-                            tracing::warn!(app = app.name(), pid, "worker {how}");
+                            tracing::warn!(app = app.name(), pid, lived_s = lived.map(|d| d.as_secs_f64()), "worker {how}");
+                        }
+                        if !clean && lived.is_none_or(|d| d < CRASH_LOOP_WINDOW) {
+                            fork_delay = (fork_delay * 2).clamp(FORK_DELAY_MIN, FORK_DELAY_MAX);
+                            next_fork_at = Instant::now() + fork_delay;
+                            tracing::warn!(
+                                app = app.name(),
+                                delay_ms = fork_delay.as_millis() as u64,
+                                "workers are dying young; delaying the next fork"
+                            );
+                        } else {
+                            fork_delay = Duration::ZERO;
                         }
                         app.worker_gone(Some(pid));
                     }
