@@ -265,15 +265,12 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             None => None,
             Some(venv) => {
                 let dir = resolve_dir(base, venv).map_err(|reason| invalid(key("venv"), reason))?;
-                Some(
-                    find_site_packages(&dir)
-                        .ok_or_else(|| {
-                            invalid(
-                                key("venv"),
-                                format!("{} has no lib/python3.*/site-packages", dir.display()),
-                            )
-                        })?,
-                )
+                Some(find_site_packages(&dir).ok_or_else(|| {
+                    invalid(
+                        key("venv"),
+                        format!("{} has no lib/python3.*/site-packages", dir.display()),
+                    )
+                })?)
             }
         };
 
@@ -349,7 +346,7 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             static_dirs.push(StaticDir { prefix, dir });
         }
         // Longest prefix first, so `/static/img` wins over `/static`.
-        static_dirs.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        static_dirs.sort_by_key(|s| std::cmp::Reverse(s.prefix.len()));
 
         apps.push(App {
             name,

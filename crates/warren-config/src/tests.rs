@@ -136,5 +136,8 @@ fn bad_configs_name_key_and_reason() {
 #[test]
 fn missing_file_is_named() {
     let err = load(Path::new("/nonexistent/warren.toml")).unwrap_err();
-    assert!(err.to_string().starts_with("/nonexistent/warren.toml: cannot read"));
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/warren.toml: cannot read")
+    );
 }

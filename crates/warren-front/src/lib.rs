@@ -153,13 +153,24 @@ async fn handle(front: &Front, info: ConnInfo, req: Request<Incoming>) -> Respon
     resp
 }
 
-async fn route(front: &Front, info: ConnInfo, id: u64, req: Request<Incoming>) -> Response<FrontBody> {
+async fn route(
+    front: &Front,
+    info: ConnInfo,
+    id: u64,
+    req: Request<Incoming>,
+) -> Response<FrontBody> {
     let Some(host) = request_host(&req) else {
-        return rescue::plain(http::StatusCode::BAD_REQUEST, "missing or invalid Host header\n");
+        return rescue::plain(
+            http::StatusCode::BAD_REQUEST,
+            "missing or invalid Host header\n",
+        );
     };
     let Some(app) = front.routes.app_for(&host) else {
         tracing::debug!(request_id = %format_args!("{id:016x}"), %host, "no app for host");
-        return rescue::plain(http::StatusCode::NOT_FOUND, "no app is served at this host\n");
+        return rescue::plain(
+            http::StatusCode::NOT_FOUND,
+            "no app is served at this host\n",
+        );
     };
     if let Some(dir) = front.routes.static_dir(app, req.uri().path()) {
         return static_files::serve(dir, req).await;
@@ -189,7 +200,10 @@ async fn dispatch(
             Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
                 Some(n) => Some(n),
                 None => {
-                    return rescue::plain(http::StatusCode::BAD_REQUEST, "invalid Content-Length\n");
+                    return rescue::plain(
+                        http::StatusCode::BAD_REQUEST,
+                        "invalid Content-Length\n",
+                    );
                 }
             },
         }

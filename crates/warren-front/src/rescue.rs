@@ -26,15 +26,24 @@ pub fn dispatch_error(id: u64, app: &str, err: &DispatchError) -> Response<Front
     let (status, text) = match err {
         DispatchError::QueueFull { .. } | DispatchError::QueueTimeout { .. } => {
             tracing::info!(request_id = %rid, app, error = %err, "request shed");
-            (StatusCode::SERVICE_UNAVAILABLE, "the app is overloaded; retry later\n".to_owned())
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the app is overloaded; retry later\n".to_owned(),
+            )
         }
         DispatchError::Unavailable { reason, .. } => {
             tracing::info!(request_id = %rid, app, error = %err, "app unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, format!("the app is unavailable: {reason}\n"))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the app is unavailable: {reason}\n"),
+            )
         }
         DispatchError::WorkerFailed { .. } => {
             tracing::warn!(request_id = %rid, app, error = %err, "bad gateway");
-            (StatusCode::BAD_GATEWAY, "the app's worker failed while handling the request\n".to_owned())
+            (
+                StatusCode::BAD_GATEWAY,
+                "the app's worker failed while handling the request\n".to_owned(),
+            )
         }
         DispatchError::BodyTooLarge { .. } => {
             tracing::info!(request_id = %rid, app, error = %err, "body too large");
@@ -44,7 +53,8 @@ pub fn dispatch_error(id: u64, app: &str, err: &DispatchError) -> Response<Front
     let mut resp = plain(status, text);
     if let Some(after) = err.retry_after() {
         let secs = after.as_secs_f64().ceil().max(1.0) as u64;
-        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }

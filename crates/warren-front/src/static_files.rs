@@ -74,12 +74,26 @@ fn httpdate_secs(s: &str) -> Option<u64> {
     let _weekday = it.next()?;
     let day: u64 = it.next()?.parse().ok()?;
     let month = match it.next()? {
-        "Jan" => 1, "Feb" => 2, "Mar" => 3, "Apr" => 4, "May" => 5, "Jun" => 6,
-        "Jul" => 7, "Aug" => 8, "Sep" => 9, "Oct" => 10, "Nov" => 11, "Dec" => 12,
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
         _ => return None,
     };
     let year: i64 = it.next()?.parse().ok()?;
-    let (h, m, sec): (u64, u64, u64) = (it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?);
+    let (h, m, sec): (u64, u64, u64) = (
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+    );
     // Days from civil date (Howard Hinnant's algorithm).
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
@@ -88,7 +102,9 @@ fn httpdate_secs(s: &str) -> Option<u64> {
     let doy = (153 * mp as i64 + 2) / 5 + day as i64 - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days).ok().map(|d| d * 86_400 + h * 3600 + m * 60 + sec)
+    u64::try_from(days)
+        .ok()
+        .map(|d| d * 86_400 + h * 3600 + m * 60 + sec)
 }
 
 /// Whether an `If-None-Match` value matches `tag` (weak comparison, `*` matches anything).
@@ -96,9 +112,10 @@ fn matches_etag(header: &[u8], tag: &[u8]) -> bool {
     let Ok(header) = std::str::from_utf8(header) else {
         return false;
     };
-    header.split(',').map(str::trim).any(|candidate| {
-        candidate == "*" || candidate.trim_start_matches("W/").as_bytes() == tag
-    })
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/").as_bytes() == tag)
 }
 
 #[cfg(test)]
@@ -107,14 +124,18 @@ mod tests {
 
     #[test]
     fn dates_parse() {
-        assert_eq!(httpdate_secs("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(
+            httpdate_secs("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
         assert_eq!(httpdate_secs("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(httpdate_secs("garbage"), None);
     }
 
     #[test]
     fn etag_matching() {
-        let check = |h: &str, want: bool| assert_eq!(matches_etag(h.as_bytes(), b"\"a-1\""), want, "{h}");
+        let check =
+            |h: &str, want: bool| assert_eq!(matches_etag(h.as_bytes(), b"\"a-1\""), want, "{h}");
         check("\"a-1\"", true);
         check("W/\"a-1\"", true);
         check("\"x\", \"a-1\"", true);

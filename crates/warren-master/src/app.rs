@@ -45,7 +45,10 @@ pub enum Health {
     Starting,
     Ready,
     /// The app cannot run now (it failed to import); requests get 503 until `until`.
-    Broken { reason: String, until: Instant },
+    Broken {
+        reason: String,
+        until: Instant,
+    },
 }
 
 struct Pool {

@@ -50,9 +50,7 @@ impl http_body::Body for ResponseBody {
                 *left -= c.len() as u64;
                 Ok(Frame::data(c))
             })),
-            ResponseBody::Stream(rx) => rx
-                .poll_recv(cx)
-                .map(|o| o.map(|r| r.map(Frame::data))),
+            ResponseBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
         }
     }
 

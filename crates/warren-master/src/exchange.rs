@@ -24,9 +24,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use warren_protocol::{BODY_CHUNK, Kind, ResponseHead, put_frame, put_header, split_frame};
 
+use crate::DispatchError;
 use crate::app::{AppState, WorkerConn};
 use crate::body::{BodyError, ResponseBody};
-use crate::DispatchError;
 
 /// Response frames buffered between the worker and a slow client, per request.
 const CHANNEL_CHUNKS: usize = 4;
@@ -112,15 +112,16 @@ pub(crate) async fn without_body(
     if let Err(e) = w.stream.write_all(&frame).await {
         return Err(worker_failed(&app, w.pid, &e));
     }
-    let head = loop {
-        match read_frame(&mut w.stream, &mut w.rbuf).await {
-            Ok((Kind::RespHead, payload)) => break payload,
-            Ok((kind, _)) => {
-                let e = io::Error::new(io::ErrorKind::InvalidData, format!("{kind:?} before the head"));
-                return Err(worker_failed(&app, w.pid, &e));
-            }
-            Err(e) => return Err(worker_failed(&app, w.pid, &e)),
+    let head = match read_frame(&mut w.stream, &mut w.rbuf).await {
+        Ok((Kind::RespHead, payload)) => payload,
+        Ok((kind, _)) => {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{kind:?} before the head"),
+            );
+            return Err(worker_failed(&app, w.pid, &e));
         }
+        Err(e) => return Err(worker_failed(&app, w.pid, &e)),
     };
     let parts = response_parts(app.name(), &head)?;
     // Take what is already buffered; if the end is among it, the response is complete.
@@ -148,8 +149,16 @@ pub(crate) async fn without_body(
             }
         }
         let pid = w.pid;
-        let ok = forward(&app, pid, &mut w.stream, &mut w.rbuf, None, tx, &AtomicBool::new(false))
-            .await;
+        let ok = forward(
+            &app,
+            pid,
+            &mut w.stream,
+            &mut w.rbuf,
+            None,
+            tx,
+            &AtomicBool::new(false),
+        )
+        .await;
         if ok {
             app.checkin(w);
         }
@@ -181,7 +190,15 @@ where
         let (read_ok, pumped) = {
             let (mut rd, mut wr) = w.stream.split();
             let pump = pump(&mut wr, frame, body, limit, &stop, &too_large);
-            let read = forward(&app, pid, &mut rd, &mut w.rbuf, Some(head_tx), tx, &too_large);
+            let read = forward(
+                &app,
+                pid,
+                &mut rd,
+                &mut w.rbuf,
+                Some(head_tx),
+                tx,
+                &too_large,
+            );
             tokio::pin!(pump, read);
             let mut pumped = None;
             let read_ok = loop {
@@ -248,7 +265,10 @@ where
         sent += data.len() as u64;
         if sent > limit {
             too_large.store(true, Relaxed);
-            break (Kind::BodyAbort, format!("the body exceeds the limit of {limit} bytes"));
+            break (
+                Kind::BodyAbort,
+                format!("the body exceeds the limit of {limit} bytes"),
+            );
         }
         while !data.is_empty() {
             let piece = data.split_to(data.len().min(BODY_CHUNK));
@@ -320,7 +340,10 @@ async fn forward<R: AsyncRead + Unpin>(
                 return true;
             }
             other => {
-                let e = io::Error::new(io::ErrorKind::InvalidData, format!("unexpected {other:?} frame"));
+                let e = io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected {other:?} frame"),
+                );
                 let err = worker_failed(app, pid, &e);
                 tracing::warn!(app = app.name(), pid, error = %err, "protocol error from worker");
                 if let Some(h) = head_tx.take() {

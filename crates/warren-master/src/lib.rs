@@ -122,7 +122,10 @@ impl Master {
         B::Error: std::fmt::Display + Send,
     {
         let app = &self.apps[app];
-        if head.content_length.is_some_and(|n| n > app.config.max_body_bytes) {
+        if head
+            .content_length
+            .is_some_and(|n| n > app.config.max_body_bytes)
+        {
             return Err(DispatchError::BodyTooLarge {
                 limit: app.config.max_body_bytes,
             });

@@ -86,9 +86,9 @@ impl<T> Queue<T> {
 
     /// How long the oldest entry has waited.
     pub fn oldest_wait(&self, now: Instant) -> Duration {
-        self.entries
-            .front()
-            .map_or(Duration::ZERO, |e| now.saturating_duration_since(e.enqueued))
+        self.entries.front().map_or(Duration::ZERO, |e| {
+            now.saturating_duration_since(e.enqueued)
+        })
     }
 }
 
@@ -104,11 +104,17 @@ mod tests {
             q.push(t0 + Duration::from_millis(i), (i, alive)).unwrap();
         }
         assert_eq!(q.push(t0, (9, true)), Err((9, true)));
-        assert_eq!(q.oldest_wait(t0 + Duration::from_millis(10)), Duration::from_millis(10));
+        assert_eq!(
+            q.oldest_wait(t0 + Duration::from_millis(10)),
+            Duration::from_millis(10)
+        );
         let first = q.pop_live(|&(_, alive)| alive).unwrap();
         assert_eq!(first.item.0, 0);
         let next = q.pop_live(|&(_, alive)| alive).unwrap();
-        assert_eq!((next.item.0, next.enqueued), (2, t0 + Duration::from_millis(2)));
+        assert_eq!(
+            (next.item.0, next.enqueued),
+            (2, t0 + Duration::from_millis(2))
+        );
         assert!(q.pop_live(|_| true).is_none());
         assert_eq!(q.oldest_wait(t0), Duration::ZERO);
     }

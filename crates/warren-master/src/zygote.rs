@@ -152,7 +152,10 @@ async fn run_zygote(
     // A SOCK_SEQPACKET socket: tokio's datagram type drives its readiness, and each
     // recv/send moves exactly one message, as on a datagram socket.
     let control = std::os::unix::net::UnixDatagram::from(launch.control);
-    let control = match control.set_nonblocking(true).and_then(|()| UnixDatagram::from_std(control)) {
+    let control = match control
+        .set_nonblocking(true)
+        .and_then(|()| UnixDatagram::from_std(control))
+    {
         Ok(c) => c,
         Err(e) => return End::ImportFailed(format!("watching the control socket: {e}")),
     };
@@ -312,7 +315,12 @@ async fn await_ready(app: Arc<AppState>, mut stream: UnixStream, pid: i32, asked
     match ready.map(|r| r.map(|_| parse_header(hdr))) {
         Ok(Ok(Ok((Kind::Ready, 0)))) => {
             let us = asked.elapsed().as_micros() as u64;
-            tracing::info!(app = app.name(), pid, fork_to_ready_us = us, "worker started");
+            tracing::info!(
+                app = app.name(),
+                pid,
+                fork_to_ready_us = us,
+                "worker started"
+            );
             app.checkin(WorkerConn::new(stream, pid));
         }
         other => {

@@ -49,7 +49,10 @@ impl Msg {
             return Err(ProtocolError::Truncated("control message"));
         };
         if buf.len() != MSG_LEN {
-            return Err(ProtocolError::Trailing("control message", buf.len() - MSG_LEN));
+            return Err(ProtocolError::Trailing(
+                "control message",
+                buf.len() - MSG_LEN,
+            ));
         }
         let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let (a, c) = (word(4), word(8) as i32);
@@ -58,7 +61,10 @@ impl Msg {
             2 => Msg::Fork { token: a },
             3 => Msg::Forked { token: a, pid: c },
             4 => Msg::ForkFailed { token: a, errno: c },
-            5 => Msg::Exited { pid: a as i32, status: c },
+            5 => Msg::Exited {
+                pid: a as i32,
+                status: c,
+            },
             k => return Err(ProtocolError::UnknownKind(k as u8)),
         })
     }
@@ -73,9 +79,18 @@ mod tests {
         for m in [
             Msg::ZygoteReady { pid: 7 },
             Msg::Fork { token: 9 },
-            Msg::Forked { token: 9, pid: 1234 },
-            Msg::ForkFailed { token: 1, errno: 11 },
-            Msg::Exited { pid: 5, status: 0x0900 },
+            Msg::Forked {
+                token: 9,
+                pid: 1234,
+            },
+            Msg::ForkFailed {
+                token: 1,
+                errno: 11,
+            },
+            Msg::Exited {
+                pid: 5,
+                status: 0x0900,
+            },
         ] {
             assert_eq!(Msg::decode(&m.encode()), Ok(m));
         }

@@ -104,9 +104,15 @@ pub fn parse_header(h: [u8; FRAME_HEADER]) -> Result<(Kind, usize), ProtocolErro
     Ok((kind, len))
 }
 
+/// A complete frame found at the start of a buffer: kind, payload, bytes consumed.
+pub type Split<'a> = (Kind, &'a [u8], usize);
+
+/// A header name and value, as raw bytes.
+pub type Pair<'a> = (&'a [u8], &'a [u8]);
+
 /// Splits the first complete frame off `buf`: `Ok(None)` when more bytes are needed.
 /// Returns the kind, the payload and the total bytes consumed.
-pub fn split_frame(buf: &[u8]) -> Result<Option<(Kind, &[u8], usize)>, ProtocolError> {
+pub fn split_frame(buf: &[u8]) -> Result<Option<Split<'_>>, ProtocolError> {
     let Some(h) = buf.first_chunk::<FRAME_HEADER>() else {
         return Ok(None);
     };
@@ -140,7 +146,7 @@ pub struct RequestHead<'a> {
     /// `Some(n)` for a known length, `None` for a chunked body.
     pub content_length: Option<u64>,
     /// Header names lower-case as the front normalised them, values raw.
-    pub headers: Vec<(&'a [u8], &'a [u8])>,
+    pub headers: Vec<Pair<'a>>,
 }
 
 /// Status and headers of a response.
@@ -148,7 +154,7 @@ pub struct RequestHead<'a> {
 pub struct ResponseHead<'a> {
     pub status: u16,
     pub reason: &'a [u8],
-    pub headers: Vec<(&'a [u8], &'a [u8])>,
+    pub headers: Vec<Pair<'a>>,
 }
 
 const NO_LENGTH: u64 = u64::MAX;
@@ -191,7 +197,7 @@ impl<'a> Cursor<'a> {
         let n = self.u32()? as usize;
         self.take(n)
     }
-    fn pairs(&mut self) -> Result<Vec<(&'a [u8], &'a [u8])>, ProtocolError> {
+    fn pairs(&mut self) -> Result<Vec<Pair<'a>>, ProtocolError> {
         let n = self.u32()? as usize;
         // Each pair takes at least 8 bytes, so a lying count cannot make us allocate more
         // than the payload could hold.
@@ -212,7 +218,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn put_pairs(out: &mut Vec<u8>, pairs: &[(&[u8], &[u8])]) {
+fn put_pairs(out: &mut Vec<u8>, pairs: &[Pair<'_>]) {
     out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
     for (k, v) in pairs {
         put_bytes(out, k);

@@ -89,7 +89,10 @@ impl Conn {
                 };
             }
         }
-        let h = *self.buffered().first_chunk::<FRAME_HEADER>().expect("checked");
+        let h = *self
+            .buffered()
+            .first_chunk::<FRAME_HEADER>()
+            .expect("checked");
         self.rpos += FRAME_HEADER;
         parse_header(h).map(Some).map_err(protocol)
     }
@@ -195,7 +198,10 @@ impl Conn {
 
     /// Queues a frame for sending.
     pub fn put(&mut self, kind: Kind, payload: &[u8]) -> io::Result<()> {
-        for piece in payload.chunks(MAX_FRAME).chain(payload.is_empty().then_some(&[][..])) {
+        for piece in payload
+            .chunks(MAX_FRAME)
+            .chain(payload.is_empty().then_some(&[][..]))
+        {
             if self.wbuf.len() + piece.len() > WRITE_HIGH_WATER {
                 put_header(&mut self.wbuf, kind, piece.len());
                 self.flush()?;

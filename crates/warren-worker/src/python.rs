@@ -73,12 +73,8 @@ pub fn initialize(program: &str) -> Result<(), String> {
                 "setting the program name",
             )
         });
-        let r = r.and_then(|()| {
-            check(
-                ffi::Py_InitializeFromConfig(&config),
-                "initialising Python",
-            )
-        });
+        let r =
+            r.and_then(|()| check(ffi::Py_InitializeFromConfig(&config), "initialising Python"));
         ffi::PyConfig_Clear(&mut config);
         r?;
         ffi::PyEval_SaveThread();
@@ -118,12 +114,18 @@ pub fn load_app<'py>(py: Python<'py>, spec: &AppSpec) -> PyResult<Bound<'py, PyA
 pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyString>> {
     if b.is_ascii() {
         // SAFETY: ASCII is valid UTF-8.
-        return Ok(PyString::new(py, unsafe { std::str::from_utf8_unchecked(b) }));
+        return Ok(PyString::new(py, unsafe {
+            std::str::from_utf8_unchecked(b)
+        }));
     }
     // SAFETY: the pointer and length describe `b`, which outlives the call; the result is a
     // new reference (or NULL with an exception set), which from_owned_ptr_or_err takes over.
     unsafe {
-        let obj = ffi::PyUnicode_DecodeLatin1(b.as_ptr().cast(), b.len() as ffi::Py_ssize_t, std::ptr::null());
+        let obj = ffi::PyUnicode_DecodeLatin1(
+            b.as_ptr().cast(),
+            b.len() as ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
         Ok(Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked())
     }
 }

@@ -16,9 +16,9 @@ use std::io;
 use std::rc::Rc;
 
 use pyo3::exceptions::{PyAssertionError, PyIOError, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
-use pyo3::intern;
 
 use warren_protocol::{Kind, RequestHead, ResponseHead};
 
@@ -101,19 +101,16 @@ impl StartResponse {
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Writer> {
         let mut resp = self.resp.borrow_mut();
-        match exc_info {
-            Some(exc) if !exc.is_none() => {
-                if resp.sent {
-                    // PEP 3333: too late to change the status; re-raise the app's exception.
-                    return Err(PyErr::from_value(exc.get_item(1)?));
-                }
-            }
-            _ if resp.status.is_some() => {
-                return Err(PyAssertionError::new_err(
-                    "start_response() called a second time without exc_info",
-                ));
-            }
-            _ => {}
+        let has_exc = exc_info.is_some_and(|e| !e.is_none());
+        if has_exc && resp.sent {
+            // PEP 3333: too late to change the status; re-raise the app's exception.
+            let exc = exc_info.expect("checked");
+            return Err(PyErr::from_value(exc.get_item(1)?));
+        }
+        if !has_exc && resp.status.is_some() {
+            return Err(PyAssertionError::new_err(
+                "start_response() called a second time without exc_info",
+            ));
         }
         let status = parse_status(status)?;
         let headers = parse_headers(headers)?;
@@ -350,7 +347,12 @@ pub struct Worker<'py> {
 }
 
 impl<'py> Worker<'py> {
-    pub fn new(py: Python<'py>, name: String, app: Bound<'py, PyAny>, conn: Conn) -> PyResult<Self> {
+    pub fn new(
+        py: Python<'py>,
+        name: String,
+        app: Bound<'py, PyAny>,
+        conn: Conn,
+    ) -> PyResult<Self> {
         let prelude = pyo3::types::PyModule::from_code(py, PRELUDE, c"<warren>", c"_warren")?;
         let base = PyDict::new(py);
         base.set_item("wsgi.version", (1, 0))?;
@@ -440,7 +442,11 @@ impl<'py> Worker<'py> {
             match env.get_item(&key)? {
                 Some(prev) => {
                     let sep = if *name == b"cookie" { "; " } else { "," };
-                    let joined = format!("{}{sep}{}", prev.cast::<PyString>()?.to_str()?, value.to_str()?);
+                    let joined = format!(
+                        "{}{sep}{}",
+                        prev.cast::<PyString>()?.to_str()?,
+                        value.to_str()?
+                    );
                     env.set_item(key, joined)?;
                 }
                 None => env.set_item(key, value)?,
@@ -459,14 +465,11 @@ impl<'py> Worker<'py> {
             resp: resp.clone(),
             conn: self.conn.clone(),
         };
-        let outcome = self
-            .app
-            .call1((env, start_response))
-            .and_then(|result| {
-                let sent = self.send_result(&result, &resp);
-                let closed = close_result(&result);
-                sent.and(closed)
-            });
+        let outcome = self.app.call1((env, start_response)).and_then(|result| {
+            let sent = self.send_result(&result, &resp);
+            let closed = close_result(&result);
+            sent.and(closed)
+        });
         let mut conn = self.conn.borrow_mut();
         match outcome {
             Ok(()) => {

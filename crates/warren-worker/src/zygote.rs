@@ -65,7 +65,10 @@ fn receive(ctl: RawFd) -> Option<(Msg, Option<OwnedFd>)> {
 /// Imports the app, then forks workers until the master closes the control socket.
 pub fn run(spec: AppSpec) -> ! {
     if !python::dir_exists(&spec.dir) {
-        eprintln!("warren-worker: app {}: directory {} does not exist", spec.name, spec.dir);
+        eprintln!(
+            "warren-worker: app {}: directory {} does not exist",
+            spec.name, spec.dir
+        );
         std::process::exit(EXIT_IMPORT_FAILED);
     }
     if let Err(e) = python::initialize(&spec.name) {
@@ -97,12 +100,16 @@ fn serve_forks(py: Python<'_>, spec: &AppSpec, app: Bound<'_, PyAny>) -> ! {
     let mut chld = SigSet::empty();
     chld.add(Signal::SIGCHLD);
     let mut old_mask = SigSet::empty();
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&chld), Some(&mut old_mask))
-        .expect("blocking SIGCHLD");
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&chld), Some(&mut old_mask)).expect("blocking SIGCHLD");
     let sfd = SignalFd::with_flags(&chld, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .expect("creating a signalfd");
     let ctl = CONTROL_FD;
-    send(ctl, Msg::ZygoteReady { pid: getpid().as_raw() });
+    send(
+        ctl,
+        Msg::ZygoteReady {
+            pid: getpid().as_raw(),
+        },
+    );
 
     loop {
         // SAFETY: CONTROL_FD stays open for the life of the zygote.
@@ -148,7 +155,13 @@ fn reap(ctl: RawFd) {
             WaitStatus::Signaled(pid, sig, core) => (pid, sig as i32 | if core { 0x80 } else { 0 }),
             _ => continue,
         };
-        send(ctl, Msg::Exited { pid: pid.as_raw(), status: raw });
+        send(
+            ctl,
+            Msg::Exited {
+                pid: pid.as_raw(),
+                status: raw,
+            },
+        );
     }
 }
 
@@ -178,11 +191,23 @@ fn fork_worker(
     match forked {
         Ok(ForkResult::Parent { child }) => {
             drop(sock);
-            send(ctl, Msg::Forked { token, pid: child.as_raw() });
+            send(
+                ctl,
+                Msg::Forked {
+                    token,
+                    pid: child.as_raw(),
+                },
+            );
         }
         Err(e) => {
             drop(sock);
-            send(ctl, Msg::ForkFailed { token, errno: e as i32 });
+            send(
+                ctl,
+                Msg::ForkFailed {
+                    token,
+                    errno: e as i32,
+                },
+            );
         }
         Ok(ForkResult::Child) => {
             let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
@@ -215,7 +240,10 @@ fn run_worker(py: Python<'_>, spec: &AppSpec, app: &Bound<'_, PyAny>, sock: Owne
     match worker.serve() {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("warren-worker: app {}: connection to the master failed: {e}", spec.name);
+            eprintln!(
+                "warren-worker: app {}: connection to the master failed: {e}",
+                spec.name
+            );
             1
         }
     }

@@ -20,7 +20,11 @@ const LOG_ENV: &str = "WARREN_LOG";
 const WORKER_ENV: &str = "WARREN_WORKER";
 
 #[derive(Parser)]
-#[command(name = "warren", version, about = "Serve many small Python WSGI apps on one box")]
+#[command(
+    name = "warren",
+    version,
+    about = "Serve many small Python WSGI apps on one box"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,8 +64,15 @@ fn worker_binary() -> Result<PathBuf> {
     Ok(exe.with_file_name("warren-worker"))
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    // One line, with the whole cause chain, and no backtrace: a bad config is a user error.
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("warren: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Check { config } => {
             let config = warren_config::load(&config)?;
@@ -91,7 +102,13 @@ async fn serve(config: warren_config::Config) -> Result<()> {
     );
     let listener = TcpListener::bind(config.server.listen)
         .await
-        .with_context(|| format!("{}: server.listen: cannot bind {}", config.file.display(), config.server.listen))?;
+        .with_context(|| {
+            format!(
+                "{}: server.listen: cannot bind {}",
+                config.file.display(),
+                config.server.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
     let master = warren_master::Master::start(&config, Path::new(&worker_bin));
     for app in &config.apps {
