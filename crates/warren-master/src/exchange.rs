@@ -103,67 +103,130 @@ fn worker_failed(app: &AppState, w_pid: i32, e: &io::Error) -> DispatchError {
     }
 }
 
+/// A no-body exchange in progress. If the front drops it (the client went away mid-request),
+/// `Drop` hands the worker to a task that finishes the write, reads the response to its end
+/// and checks the worker back in: a client leaving never costs a worker.
+struct Exchange {
+    app: Arc<AppState>,
+    /// `None` once the worker was handed on (pool, forwarding task) or given up as broken.
+    w: Option<WorkerConn>,
+    frame: Vec<u8>,
+    /// How much of `frame` the worker has been sent.
+    written: usize,
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if let Some(w) = self.w.take() {
+            let rest = self.frame.split_off(self.written);
+            tokio::spawn(recover(self.app.clone(), w, rest));
+        }
+    }
+}
+
+/// Finishes an abandoned exchange: sends the rest of the request, discards the response.
+async fn recover(app: Arc<AppState>, mut w: WorkerConn, rest: Vec<u8>) {
+    if w.stream.write_all(&rest).await.is_err() {
+        return;
+    }
+    loop {
+        match read_frame(&mut w.stream, &mut w.rbuf).await {
+            Ok((Kind::RespEnd | Kind::RespAbort, _)) => return app.checkin(w),
+            Ok((Kind::RespHead | Kind::RespBody, _)) => {}
+            Ok(_) | Err(_) => return,
+        }
+    }
+}
+
 /// Runs a request with no body on `w`.
 pub(crate) async fn without_body(
     app: Arc<AppState>,
-    mut w: WorkerConn,
+    w: WorkerConn,
     frame: Vec<u8>,
 ) -> Result<Response<ResponseBody>, DispatchError> {
-    if let Err(e) = w.stream.write_all(&frame).await {
-        return Err(worker_failed(&app, w.pid, &e));
-    }
-    let head = match read_frame(&mut w.stream, &mut w.rbuf).await {
-        Ok((Kind::RespHead, payload)) => payload,
-        Ok((kind, _)) => {
-            let e = io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{kind:?} before the head"),
-            );
-            return Err(worker_failed(&app, w.pid, &e));
-        }
-        Err(e) => return Err(worker_failed(&app, w.pid, &e)),
+    let mut ex = Exchange {
+        app,
+        w: Some(w),
+        frame,
+        written: 0,
     };
-    let parts = response_parts(app.name(), &head)?;
-    // Take what is already buffered; if the end is among it, the response is complete.
-    let mut chunks = VecDeque::new();
-    loop {
-        match split_frame(&w.rbuf) {
-            Ok(Some((Kind::RespBody, _, total))) => {
-                let mut f = w.rbuf.split_to(total);
-                f.advance(warren_protocol::FRAME_HEADER);
-                chunks.push_back(f.freeze());
-            }
-            Ok(Some((Kind::RespEnd, _, total))) => {
-                w.rbuf.advance(total);
-                app.checkin(w);
-                return Ok(Response::from_parts(parts, ResponseBody::whole(chunks)));
-            }
-            _ => break,
-        }
+    let result = ex.run().await;
+    if result.is_err() {
+        // The worker broke the exchange: it is not reusable.
+        ex.w = None;
     }
-    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-    tokio::spawn(async move {
-        for c in chunks {
-            if tx.send(Ok(c)).await.is_err() {
-                break;
+    result
+}
+
+impl Exchange {
+    async fn run(&mut self) -> Result<Response<ResponseBody>, DispatchError> {
+        let app = self.app.clone();
+        let w = self.w.as_mut().expect("set until handed on");
+        while self.written < self.frame.len() {
+            match w.stream.write(&self.frame[self.written..]).await {
+                Ok(0) => {
+                    let e = io::Error::from(io::ErrorKind::WriteZero);
+                    return Err(worker_failed(&app, w.pid, &e));
+                }
+                Ok(n) => self.written += n,
+                Err(e) => return Err(worker_failed(&app, w.pid, &e)),
             }
         }
-        let pid = w.pid;
-        let ok = forward(
-            &app,
-            pid,
-            &mut w.stream,
-            &mut w.rbuf,
-            None,
-            tx,
-            &AtomicBool::new(false),
-        )
-        .await;
-        if ok {
-            app.checkin(w);
+        let head = match read_frame(&mut w.stream, &mut w.rbuf).await {
+            Ok((Kind::RespHead, payload)) => payload,
+            Ok((kind, _)) => {
+                let e = io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{kind:?} before the head"),
+                );
+                return Err(worker_failed(&app, w.pid, &e));
+            }
+            Err(e) => return Err(worker_failed(&app, w.pid, &e)),
+        };
+        // From here on nothing awaits: the exchange cannot be abandoned half-way.
+        let parts = response_parts(app.name(), &head)?;
+        let mut w = self.w.take().expect("set until handed on");
+        // Take what is already buffered; if the end is among it, the response is complete.
+        let mut chunks = VecDeque::new();
+        loop {
+            match split_frame(&w.rbuf) {
+                Ok(Some((Kind::RespBody, _, total))) => {
+                    let mut f = w.rbuf.split_to(total);
+                    f.advance(warren_protocol::FRAME_HEADER);
+                    chunks.push_back(f.freeze());
+                }
+                Ok(Some((Kind::RespEnd, _, total))) => {
+                    w.rbuf.advance(total);
+                    app.checkin(w);
+                    return Ok(Response::from_parts(parts, ResponseBody::whole(chunks)));
+                }
+                _ => break,
+            }
         }
-    });
-    Ok(Response::from_parts(parts, ResponseBody::Stream(rx)))
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        tokio::spawn(async move {
+            for c in chunks {
+                if tx.send(Ok(c)).await.is_err() {
+                    break;
+                }
+            }
+            let pid = w.pid;
+            let ok = forward(
+                &app,
+                pid,
+                &mut w.stream,
+                &mut w.rbuf,
+                None,
+                tx,
+                &AtomicBool::new(false),
+            )
+            .await;
+            if ok {
+                app.checkin(w);
+            }
+        });
+        Ok(Response::from_parts(parts, ResponseBody::Stream(rx)))
+    }
 }
 
 /// Runs a request with a body on `w`: the head now, the body and the response concurrently.

@@ -18,6 +18,7 @@ mod zygote;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 use http::Response;
@@ -69,6 +70,22 @@ impl DispatchError {
             }
             _ => None,
         }
+    }
+}
+
+/// Counts a request as in flight for as long as it lives.
+struct InFlight<'a>(&'a AppStats);
+
+impl<'a> InFlight<'a> {
+    fn new(stats: &'a AppStats) -> Self {
+        stats.in_flight.fetch_add(1, Relaxed);
+        InFlight(stats)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
     }
 }
 
@@ -136,23 +153,18 @@ impl Master {
             put_frame(&mut frame, Kind::BodyEnd, b"");
         }
         let worker = app.checkout().await?;
-        let stats = &app.stats;
-        stats
-            .in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A guard, not a pair of calls: the front may drop this future when its client leaves.
+        let _in_flight = InFlight::new(&app.stats);
         let result = match body {
             None => exchange::without_body(app.clone(), worker, frame).await,
             Some(body) => exchange::with_body(app.clone(), worker, frame, body).await,
         };
-        stats
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let counter = if result.is_ok() {
-            &stats.served
+            &app.stats.served
         } else {
-            &stats.rejected
+            &app.stats.rejected
         };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counter.fetch_add(1, Relaxed);
         result
     }
 
