@@ -66,6 +66,9 @@ pub struct Server {
     pub max_header_bytes: usize,
     /// Time a client has to send the whole request head (slowloris bound).
     pub header_timeout: Duration,
+    /// Threads of the front and master. The workers need the cores more: by default half of
+    /// them, at least one.
+    pub threads: usize,
 }
 
 /// `[apps.NAME]`: one WSGI app.
@@ -125,6 +128,7 @@ struct ServerFile {
     max_header_bytes: usize,
     #[serde(default = "default_header_timeout_s")]
     header_timeout_s: f64,
+    threads: Option<usize>,
 }
 
 impl Default for ServerFile {
@@ -133,6 +137,7 @@ impl Default for ServerFile {
             listen: default_listen(),
             max_header_bytes: default_max_header_bytes(),
             header_timeout_s: default_header_timeout_s(),
+            threads: None,
         }
     }
 }
@@ -244,6 +249,17 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
     }
     let header_timeout = seconds(raw.server.header_timeout_s)
         .ok_or_else(|| invalid("server.header_timeout_s".into(), "must be > 0".into()))?;
+
+    let threads = match raw.server.threads {
+        Some(0) => {
+            return Err(invalid(
+                "server.threads".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+    };
 
     let mut apps = Vec::with_capacity(raw.apps.len());
     let mut host_owner: HashMap<String, String> = HashMap::new();
@@ -369,6 +385,7 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             listen,
             max_header_bytes: raw.server.max_header_bytes,
             header_timeout,
+            threads,
         },
         apps,
     })

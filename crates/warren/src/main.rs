@@ -84,7 +84,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve { config } => {
             init_logging();
             let config = warren_config::load(&config)?;
-            tokio::runtime::Builder::new_multi_thread()
+            // One thread: a current-thread runtime, with no cross-thread wake-ups at all.
+            let mut runtime = match config.server.threads {
+                1 => tokio::runtime::Builder::new_current_thread(),
+                n => {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(n);
+                    b
+                }
+            };
+            runtime
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?

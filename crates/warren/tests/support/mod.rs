@@ -1,0 +1,829 @@
+//! Shared code of the end-to-end tests: a handle on a running `warren serve` and a small raw
+//! HTTP/1.1 client.
+//!
+//! [`Warren::start`] writes a config into a temporary directory, starts the real binary in its
+//! own process group, waits for its `listening on ADDR` line and collects its stderr (the log)
+//! in the background. [`Warren::stop`] sends SIGTERM, waits for a clean exit and checks that no
+//! process of the group (zygotes, workers) outlives it; dropping a handle that was not stopped
+//! kills the whole group, so a failing test leaves nothing behind.
+//!
+//! [`Client`] speaks HTTP/1.1 over a plain `TcpStream`: requests are raw bytes, responses are
+//! parsed by hand (status line, headers, then a body framed by `Content-Length`, chunked
+//! encoding or the end of the connection), connections are reused, and every read has a
+//! timeout so that no test can hang.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Default read timeout of a [`Client`]: long enough for a slow machine, short enough that a
+/// test that waits for an answer that never comes fails instead of hanging.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long `warren` gets to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long `warren` gets to exit after SIGTERM (its own drain bound is 10 s).
+const STOP_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+/// Absolute path of the fixture app `tests/apps/NAME`, as a string for a config file.
+pub fn fixture(name: &str) -> String {
+    let dir = repo_root().join("tests/apps").join(name);
+    assert!(dir.is_dir(), "fixture app {} is missing", dir.display());
+    dir.display().to_string()
+}
+
+/// A running `warren serve`.
+pub struct Warren {
+    child: Option<Child>,
+    pid: u32,
+    pub addr: SocketAddr,
+    /// The temporary directory holding the config (and whatever a test put next to it).
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    logs: Arc<Mutex<String>>,
+    log_thread: Option<JoinHandle<()>>,
+}
+
+impl Warren {
+    /// Starts `warren serve` on `config` (TOML text), written to a fresh temporary directory.
+    pub fn start(config: &str) -> Warren {
+        Warren::start_in(tempdir(), config, &[])
+    }
+
+    /// Starts `warren serve` on `config` written into `dir`, with extra environment variables.
+    pub fn start_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Warren {
+        let config_path = dir.path().join("warren.toml");
+        std::fs::write(&config_path, config).expect("writing the config");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("WARREN_WORKER")
+            .env_remove("PYTHONPATH")
+            .env_remove("PYTHONHOME")
+            .process_group(0);
+        if std::env::var_os("WARREN_LOG").is_none() {
+            cmd.env("WARREN_LOG", "info");
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("starting target/debug/warren");
+        let pid = child.id();
+
+        let logs = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = logs.clone();
+        let log_thread = std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => sink
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_str(&String::from_utf8_lossy(&line)),
+                }
+            }
+        });
+
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let mut sent = false;
+            // Keep draining after the first line, so warren never blocks on its stdout.
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if !sent {
+                    let _ = tx.send(line.clone());
+                    sent = true;
+                }
+                line.clear();
+            }
+        });
+
+        let mut warren = Warren {
+            child: Some(child),
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dir,
+            config_path,
+            logs,
+            log_thread: Some(log_thread),
+        };
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) => {
+                let addr = line
+                    .trim()
+                    .strip_prefix("listening on ")
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "unexpected first stdout line {line:?}; log:\n{}",
+                            warren.logs()
+                        )
+                    });
+                warren.addr = addr;
+            }
+            Err(_) => {
+                let status = warren.kill();
+                panic!(
+                    "warren did not print `listening on ADDR` (exit: {status:?}); log:\n{}",
+                    warren.logs()
+                );
+            }
+        }
+        warren
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Everything warren logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until the log satisfies `pred`; false if it did not within `timeout`.
+    pub fn wait_for_log_matching(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(&self.logs()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until a log line contains every one of `needles`.
+    pub fn wait_for_log_line(&self, timeout: Duration, needles: &[&str]) -> bool {
+        self.wait_for_log_matching(timeout, |logs| {
+            logs.lines().any(|l| needles.iter().all(|n| l.contains(n)))
+        })
+    }
+
+    /// Log lines that contain every one of `needles`.
+    pub fn log_lines(&self, needles: &[&str]) -> Vec<String> {
+        self.logs()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until `n` workers of `app` have started (panics with the log otherwise).
+    pub fn wait_workers(&self, app: &str, n: usize) {
+        let tag = format!("app=\"{app}\"");
+        let ok = self.wait_for_log_matching(Duration::from_secs(30), |logs| {
+            logs.lines()
+                .filter(|l| l.contains("worker started") && l.contains(&tag))
+                .count()
+                >= n
+        });
+        assert!(
+            ok,
+            "{n} worker(s) of app {app} did not start; log:\n{}",
+            self.logs()
+        );
+    }
+
+    /// A new keep-alive connection that sends `Host: host`.
+    pub fn client(&self, host: &str) -> Client {
+        Client::connect(self.addr, host)
+    }
+
+    /// One request on a fresh connection.
+    pub fn get(&self, host: &str, path: &str) -> Response {
+        self.client(host).get(path)
+    }
+
+    /// SIGTERM, a clean exit within a bound, and no process of warren's group left behind.
+    /// Returns the whole log.
+    pub fn stop(mut self) -> String {
+        signal(self.pid, "TERM");
+        let status = self.wait_exit(STOP_TIMEOUT);
+        let leftovers = wait_group_gone(self.pid, Duration::from_secs(10));
+        if !leftovers.is_empty() {
+            signal_group(self.pid, "KILL");
+        }
+        let logs = self.finish_logs();
+        let status = status.unwrap_or_else(|| {
+            let status = self.kill();
+            panic!("warren did not exit within {STOP_TIMEOUT:?} of SIGTERM ({status:?}); log:\n{logs}")
+        });
+        assert!(
+            status.success(),
+            "warren exited with {status} after SIGTERM; log:\n{logs}"
+        );
+        assert!(
+            leftovers.is_empty(),
+            "processes of warren's group still running after it exited: {leftovers:?}; log:\n{logs}"
+        );
+        logs
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return Some(status);
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Kills the whole process group and reaps warren.
+    fn kill(&mut self) -> Option<ExitStatus> {
+        signal_group(self.pid, "KILL");
+        let mut child = self.child.take()?;
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    fn finish_logs(&mut self) -> String {
+        if let Some(t) = self.log_thread.take() {
+            // The pipe closes once warren and every process that inherited it are gone.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        self.logs()
+    }
+}
+
+impl Drop for Warren {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            signal(self.pid, "TERM");
+            if self.wait_exit(Duration::from_secs(5)).is_none() {
+                self.kill();
+            }
+        }
+        // Whatever happened, leave no zygote or worker behind.
+        if !group_members(self.pid).is_empty() {
+            signal_group(self.pid, "KILL");
+        }
+    }
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("warren-e2e-")
+        .tempdir()
+        .expect("creating a temporary directory")
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn signal_group(pgid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg("--")
+        .arg(format!("-{pgid}"))
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Live (not zombie) processes whose process group is `pgid`: `(pid, command line)`.
+pub fn group_members(pgid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may contain anything, so split after the last ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() < 3 || fields[0] == "Z" || fields[0] == "X" {
+            continue;
+        }
+        if fields[2].parse::<u32>().ok() == Some(pgid) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            found.push((pid, cmdline.trim().to_owned()));
+        }
+    }
+    found
+}
+
+fn wait_group_gone(pgid: u32, timeout: Duration) -> Vec<(u32, String)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let members = group_members(pgid);
+        if members.is_empty() || Instant::now() >= deadline {
+            return members;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `VmHWM` (peak resident set) of a process, in KiB.
+pub fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// How a response body was delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body by definition (HEAD, 1xx, 204, 304).
+    None,
+    Length(u64),
+    Chunked,
+    /// Read until the server closed the connection.
+    Close,
+}
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub framing: Framing,
+    /// False when the connection ended (or broke) before the body's framing said it was done:
+    /// a truncated `Content-Length` body or a chunked body without its last chunk.
+    pub complete: bool,
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Whether the server announced it will close the connection.
+    pub fn closes(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("close"))
+    }
+}
+
+/// A raw HTTP/1.1 client on one TCP connection (reconnects only when asked).
+pub struct Client {
+    addr: SocketAddr,
+    pub host: String,
+    stream: TcpStream,
+    /// Bytes received and not yet parsed.
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr, host: &str) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("connecting to warren at {addr}: {e}"));
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let _ = stream.set_nodelay(true);
+        Client {
+            addr,
+            host: host.to_owned(),
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    pub fn set_read_timeout(&self, t: Duration) {
+        self.stream.set_read_timeout(Some(t)).unwrap();
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
+    }
+
+    /// Closes both directions at once (the peer sees the connection end).
+    pub fn close(self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Sends a request with `Host`, the given headers and (if not empty, or for POST and PUT) a
+    /// `Content-Length` body, and reads the response. Panics on I/O errors.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        let head = self.head_bytes(method, path, headers, Some(body.len()));
+        let mut bytes = head;
+        bytes.extend_from_slice(body);
+        self.send(&bytes)
+            .unwrap_or_else(|e| panic!("sending {method} {path}: {e}"));
+        self.read_response(method)
+            .unwrap_or_else(|e| panic!("reading the response to {method} {path}: {e}"))
+    }
+
+    pub fn get(&mut self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
+    pub fn post(&mut self, path: &str, content_type: &str, body: &[u8]) -> Response {
+        self.request("POST", path, &[("Content-Type", content_type)], body)
+    }
+
+    /// The request head: request line, `Host`, `headers`, and `Content-Length` if `body_len`
+    /// is given (and is not zero for a method that usually has no body).
+    pub fn head_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body_len: Option<usize>,
+    ) -> Vec<u8> {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(n) = body_len
+            && (n > 0 || matches!(method, "POST" | "PUT" | "PATCH"))
+        {
+            head.push_str(&format!("Content-Length: {n}\r\n"));
+        }
+        head.push_str("\r\n");
+        head.into_bytes()
+    }
+
+    /// Sends a request whose body is chunk-encoded, one chunk per element of `chunks`.
+    pub fn request_chunked(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        chunks: &[&[u8]],
+    ) -> Response {
+        let mut h: Vec<(&str, &str)> = headers.to_vec();
+        h.push(("Transfer-Encoding", "chunked"));
+        let mut bytes = self.head_bytes(method, path, &h, None);
+        for c in chunks {
+            bytes.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+            bytes.extend_from_slice(c);
+            bytes.extend_from_slice(b"\r\n");
+        }
+        bytes.extend_from_slice(b"0\r\n\r\n");
+        self.send(&bytes)
+            .unwrap_or_else(|e| panic!("sending {method} {path}: {e}"));
+        self.read_response(method)
+            .unwrap_or_else(|e| panic!("reading the response to {method} {path}: {e}"))
+    }
+
+    /// Reads one response (skipping `100 Continue`), keeping the body in memory.
+    pub fn read_response(&mut self, method: &str) -> io::Result<Response> {
+        let mut body = Vec::new();
+        let mut resp = self.read_response_with(method, &mut |b| body.extend_from_slice(b))?;
+        resp.body = body;
+        Ok(resp)
+    }
+
+    /// Reads one response, handing the body to `sink` piece by piece instead of keeping it.
+    pub fn read_response_with(
+        &mut self,
+        method: &str,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<Response> {
+        loop {
+            let mut resp = self.read_head()?;
+            if (100..200).contains(&resp.status) {
+                continue;
+            }
+            let no_body =
+                method.eq_ignore_ascii_case("HEAD") || resp.status == 204 || resp.status == 304;
+            let chunked = resp
+                .header("transfer-encoding")
+                .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+            let length = resp
+                .header("content-length")
+                .map(|v| v.trim().parse::<u64>())
+                .transpose()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if no_body {
+                resp.framing = Framing::None;
+                resp.complete = true;
+            } else if chunked {
+                resp.framing = Framing::Chunked;
+                resp.complete = self.read_chunked(sink)?;
+            } else if let Some(n) = length {
+                resp.framing = Framing::Length(n);
+                resp.complete = self.read_exact_body(n, sink)?;
+            } else {
+                resp.framing = Framing::Close;
+                self.read_to_close(sink)?;
+                resp.complete = true;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` at the end of the connection. A reset counts
+    /// as the end (the caller decides whether that was premature).
+    fn fill(&mut self) -> io::Result<usize> {
+        let mut tmp = [0u8; 64 * 1024];
+        match self.stream.read(&mut tmp) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(0),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "timed out waiting for the server",
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads until the connection ends: `Ok(bytes)` read meanwhile (for "the server closed
+    /// the connection" checks); an error if it does not end before the read timeout.
+    pub fn read_until_closed(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            if self.fill()? == 0 {
+                return Ok(std::mem::take(&mut self.buf));
+            }
+        }
+    }
+
+    fn read_head(&mut self) -> io::Result<Response> {
+        let end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i;
+            }
+            if self.buf.len() > 1 << 20 {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "head too large"));
+            }
+            if self.fill()? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "connection closed before a complete response head (got {:?})",
+                        String::from_utf8_lossy(&self.buf)
+                    ),
+                ));
+            }
+        };
+        let head: Vec<u8> = self.buf.drain(..end + 4).collect();
+        let head = String::from_utf8_lossy(&head[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default();
+        if !version.starts_with("HTTP/1.") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            ));
+        }
+        let status = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad status line {status_line:?}"),
+                )
+            })?;
+        let reason = parts.next().unwrap_or_default().to_owned();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        Ok(Response {
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+            framing: Framing::None,
+            complete: false,
+        })
+    }
+
+    fn read_exact_body(&mut self, mut left: u64, sink: &mut dyn FnMut(&[u8])) -> io::Result<bool> {
+        loop {
+            let take = (self.buf.len() as u64).min(left) as usize;
+            if take > 0 {
+                sink(&self.buf[..take]);
+                self.buf.drain(..take);
+                left -= take as u64;
+            }
+            if left == 0 {
+                return Ok(true);
+            }
+            if self.fill()? == 0 {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn read_to_close(&mut self, sink: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        loop {
+            if !self.buf.is_empty() {
+                sink(&self.buf);
+                self.buf.clear();
+            }
+            if self.fill()? == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A line of the chunked framing, without its CRLF; `None` if the connection ended first.
+    fn read_line(&mut self) -> io::Result<Option<String>> {
+        loop {
+            if let Some(i) = find(&self.buf, b"\r\n") {
+                let line: Vec<u8> = self.buf.drain(..i + 2).collect();
+                return Ok(Some(String::from_utf8_lossy(&line[..i]).into_owned()));
+            }
+            if self.fill()? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads a chunked body; `Ok(false)` if the connection ended before the last chunk.
+    fn read_chunked(&mut self, sink: &mut dyn FnMut(&[u8])) -> io::Result<bool> {
+        loop {
+            let Some(line) = self.read_line()? else {
+                return Ok(false);
+            };
+            let size = line.split(';').next().unwrap_or("").trim();
+            let size = u64::from_str_radix(size, 16).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad chunk size line {line:?}"),
+                )
+            })?;
+            if size == 0 {
+                // Trailers, up to the empty line.
+                loop {
+                    match self.read_line()? {
+                        None => return Ok(false),
+                        Some(l) if l.is_empty() => return Ok(true),
+                        Some(_) => {}
+                    }
+                }
+            }
+            if !self.read_exact_body(size, sink)? {
+                return Ok(false);
+            }
+            match self.read_line()? {
+                Some(l) if l.is_empty() => {}
+                Some(l) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("chunk not followed by CRLF: {l:?}"),
+                    ));
+                }
+                None => return Ok(false),
+            }
+        }
+    }
+
+    /// Reconnects (a fresh connection to the same address and host).
+    pub fn reconnect(&mut self) {
+        *self = Client::connect(self.addr, &self.host.clone());
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Decodes lowercase or uppercase hex.
+pub fn unhex(s: &str) -> Vec<u8> {
+    assert!(s.len() % 2 == 0, "odd-length hex {s:?}");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or_else(|_| panic!("bad hex {s:?}")))
+        .collect()
+}
+
+/// Parses `KEY TAB TYPE TAB HEX` lines into `KEY -> (TYPE, bytes)`.
+pub fn parse_dump(body: &str) -> BTreeMap<String, (String, Vec<u8>)> {
+    body.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut f = l.splitn(3, '\t');
+            let key = f.next().unwrap().to_owned();
+            let kind = f.next().unwrap_or_else(|| panic!("bad line {l:?}")).to_owned();
+            let value = unhex(f.next().unwrap_or_else(|| panic!("bad line {l:?}")));
+            (key, (kind, value))
+        })
+        .collect()
+}
+
+/// CRC-32 (IEEE, as `zlib.crc32`), incrementally: start with 0.
+pub fn crc32_update(crc: u32, data: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, slot) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+            *slot = c;
+        }
+        t
+    });
+    let mut c = !crc;
+    for &b in data {
+        c = table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+/// Fills `buf` with pseudo-random bytes from `state` (xorshift64), so that a long upload has
+/// no period a lost or repeated piece could hide in.
+pub fn fill_pseudo_random(state: &mut u64, buf: &mut [u8]) {
+    for chunk in buf.chunks_mut(8) {
+        let mut x = *state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *state = x;
+        let bytes = x.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
