@@ -73,7 +73,7 @@ pub(crate) async fn supervise(
         let until = Instant::now() + backoff;
         app.set_health(Health::Broken {
             reason: if import {
-                format!("the app failed to import ({reason}); see the log for the traceback")
+                "the app failed to import; its traceback is in the log".to_owned()
             } else {
                 reason
             },

@@ -467,8 +467,16 @@ impl<'py> Worker<'py> {
         };
         let outcome = self.app.call1((env, start_response)).and_then(|result| {
             let sent = self.send_result(&result, &resp);
-            let closed = close_result(&result);
-            sent.and(closed)
+            // A failing close() is the app's bug to hear about, but the response it produced
+            // is complete: log it and keep the response.
+            if let Err(e) = close_result(&result) {
+                eprintln!(
+                    "warren-worker: app {}: request {id:016x}: close() of the response raised:",
+                    self.name
+                );
+                e.display(self.py);
+            }
+            sent
         });
         let mut conn = self.conn.borrow_mut();
         match outcome {

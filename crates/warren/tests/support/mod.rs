@@ -548,6 +548,12 @@ impl Client {
             .unwrap_or_else(|e| panic!("reading the response to {method} {path}: {e}"))
     }
 
+    /// Sends raw request bytes and reads one response.
+    pub fn roundtrip(&mut self, raw: &[u8], method: &str) -> io::Result<Response> {
+        self.send(raw)?;
+        self.read_response(method)
+    }
+
     /// Reads one response (skipping `100 Continue`), keeping the body in memory.
     pub fn read_response(&mut self, method: &str) -> io::Result<Response> {
         let mut body = Vec::new();
