@@ -146,7 +146,20 @@ fn request_host(req: &Request<Incoming>) -> Option<std::borrow::Cow<'_, str>> {
 
 async fn handle(front: &Front, info: ConnInfo, req: Request<Incoming>) -> Response<FrontBody> {
     let id = front.next_id.fetch_add(1, Relaxed);
+    // The access log is a debug event: nothing is copied for it unless it is enabled.
+    let access = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| (req.method().clone(), req.uri().path().to_owned()));
     let mut resp = route(front, info, id, req).await;
+    if let Some((method, path)) = access {
+        tracing::debug!(
+            request_id = %format_args!("{id:016x}"),
+            %method,
+            path,
+            status = resp.status().as_u16(),
+            remote = %info.remote,
+            "request"
+        );
+    }
     if let Ok(v) = HeaderValue::from_str(&format!("{id:016x}")) {
         resp.headers_mut().insert("x-request-id", v);
     }

@@ -237,7 +237,9 @@ impl Warren {
         let logs = self.finish_logs();
         let status = status.unwrap_or_else(|| {
             let status = self.kill();
-            panic!("warren did not exit within {STOP_TIMEOUT:?} of SIGTERM ({status:?}); log:\n{logs}")
+            panic!(
+                "warren did not exit within {STOP_TIMEOUT:?} of SIGTERM ({status:?}); log:\n{logs}"
+            )
         });
         assert!(
             status.success(),
@@ -336,7 +338,11 @@ pub fn group_members(pgid: u32) -> Vec<(u32, String)> {
         return found;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -611,7 +617,12 @@ impl Client {
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(0),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "timed out waiting for the server",
@@ -661,15 +672,12 @@ impl Client {
                 format!("bad status line {status_line:?}"),
             ));
         }
-        let status = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("bad status line {status_line:?}"),
-                )
-            })?;
+        let status = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            )
+        })?;
         let reason = parts.next().unwrap_or_default().to_owned();
         let headers = lines
             .filter_map(|l| l.split_once(':'))
@@ -792,7 +800,10 @@ pub fn parse_dump(body: &str) -> BTreeMap<String, (String, Vec<u8>)> {
         .map(|l| {
             let mut f = l.splitn(3, '\t');
             let key = f.next().unwrap().to_owned();
-            let kind = f.next().unwrap_or_else(|| panic!("bad line {l:?}")).to_owned();
+            let kind = f
+                .next()
+                .unwrap_or_else(|| panic!("bad line {l:?}"))
+                .to_owned();
             let value = unhex(f.next().unwrap_or_else(|| panic!("bad line {l:?}")));
             (key, (kind, value))
         })
@@ -807,7 +818,11 @@ pub fn crc32_update(crc: u32, data: &[u8]) -> u32 {
         for (i, slot) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *slot = c;
         }
