@@ -337,22 +337,16 @@ fn cgi_name(name: &[u8]) -> String {
     key
 }
 
-/// One app's request loop in a forked worker.
-pub struct Worker<'py> {
-    py: Python<'py>,
+/// What every worker of an app shares, prepared once in the zygote before any fork: the app
+/// callable and the constant part of `environ`.
+pub struct Prepared<'py> {
     name: String,
     app: Bound<'py, PyAny>,
-    conn: Shared<Conn>,
     base_environ: Bound<'py, PyDict>,
 }
 
-impl<'py> Worker<'py> {
-    pub fn new(
-        py: Python<'py>,
-        name: String,
-        app: Bound<'py, PyAny>,
-        conn: Conn,
-    ) -> PyResult<Self> {
+impl<'py> Prepared<'py> {
+    pub fn new(py: Python<'py>, name: String, app: Bound<'py, PyAny>) -> PyResult<Self> {
         let prelude = pyo3::types::PyModule::from_code(py, PRELUDE, c"<warren>", c"_warren")?;
         let base = PyDict::new(py);
         base.set_item("wsgi.version", (1, 0))?;
@@ -363,13 +357,32 @@ impl<'py> Worker<'py> {
         base.set_item("wsgi.errors", py.import("sys")?.getattr("stderr")?)?;
         base.set_item("wsgi.file_wrapper", prelude.getattr("FileWrapper")?)?;
         base.set_item("SCRIPT_NAME", "")?;
-        Ok(Worker {
-            py,
+        Ok(Prepared {
             name,
             app,
-            conn: Rc::new(RefCell::new(conn)),
             base_environ: base,
         })
+    }
+}
+
+/// One app's request loop in a forked worker.
+pub struct Worker<'a, 'py> {
+    py: Python<'py>,
+    name: &'a str,
+    app: &'a Bound<'py, PyAny>,
+    conn: Shared<Conn>,
+    base_environ: &'a Bound<'py, PyDict>,
+}
+
+impl<'a, 'py> Worker<'a, 'py> {
+    pub fn new(prepared: &'a Prepared<'py>, conn: Conn) -> Self {
+        Worker {
+            py: prepared.app.py(),
+            name: &prepared.name,
+            app: &prepared.app,
+            conn: Rc::new(RefCell::new(conn)),
+            base_environ: &prepared.base_environ,
+        }
     }
 
     /// Serves requests until the master closes the socket.

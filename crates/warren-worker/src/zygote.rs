@@ -26,7 +26,7 @@ use warren_protocol::control::{EXIT_IMPORT_FAILED, MSG_LEN, Msg};
 
 use crate::conn::Conn;
 use crate::python::{self, AppSpec};
-use crate::wsgi::Worker;
+use crate::wsgi::{Prepared, Worker};
 
 /// The control socket's descriptor number in the zygote, set up by the master's launcher.
 pub const CONTROL_FD: RawFd = 3;
@@ -87,16 +87,23 @@ pub fn run(spec: AppSpec) -> ! {
                 std::process::exit(EXIT_IMPORT_FAILED);
             }
         };
+        let prepared = match Prepared::new(py, spec.name.clone(), app) {
+            Ok(p) => p,
+            Err(e) => {
+                e.display(py);
+                std::process::exit(EXIT_IMPORT_FAILED);
+            }
+        };
         // Objects that exist now are never collected in workers: the collector does not touch
         // (and so does not un-share) their pages after fork.
         if let Err(e) = py.import("gc").and_then(|gc| gc.call_method0("freeze")) {
             e.display(py);
         }
-        serve_forks(py, &spec, app)
+        serve_forks(py, &spec, &prepared)
     })
 }
 
-fn serve_forks(py: Python<'_>, spec: &AppSpec, app: Bound<'_, PyAny>) -> ! {
+fn serve_forks(py: Python<'_>, spec: &AppSpec, prepared: &Prepared<'_>) -> ! {
     let mut chld = SigSet::empty();
     chld.add(Signal::SIGCHLD);
     let mut old_mask = SigSet::empty();
@@ -135,7 +142,7 @@ fn serve_forks(py: Python<'_>, spec: &AppSpec, app: Bound<'_, PyAny>) -> ! {
         match receive(ctl) {
             None => std::process::exit(0),
             Some((Msg::Fork { token }, Some(sock))) => {
-                fork_worker(py, spec, &app, ctl, token, sock, &sfd, &old_mask)
+                fork_worker(py, spec, prepared, ctl, token, sock, &sfd, &old_mask)
             }
             Some((other, _)) => {
                 eprintln!("warren-worker: zygote: unexpected control message {other:?}");
@@ -167,9 +174,10 @@ fn reap(ctl: RawFd) {
 
 #[allow(clippy::too_many_arguments)]
 fn fork_worker(
-    py: Python<'_>,
+    // Not used directly: holding it proves the GIL is held, which PyOS_BeforeFork requires.
+    _attached: Python<'_>,
     spec: &AppSpec,
-    app: &Bound<'_, PyAny>,
+    prepared: &Prepared<'_>,
     ctl: RawFd,
     token: u32,
     sock: OwnedFd,
@@ -222,21 +230,14 @@ fn fork_worker(
                 libc::close(sfd.as_raw_fd());
             }
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
-            let code = run_worker(py, spec, app, sock);
+            let code = run_worker(spec, prepared, sock);
             exit_now(code);
         }
     }
 }
 
-fn run_worker(py: Python<'_>, spec: &AppSpec, app: &Bound<'_, PyAny>, sock: OwnedFd) -> i32 {
-    let conn = Conn::new(UnixStream::from(sock));
-    let worker = match Worker::new(py, spec.name.clone(), app.clone(), conn) {
-        Ok(w) => w,
-        Err(e) => {
-            e.display(py);
-            return 1;
-        }
-    };
+fn run_worker(spec: &AppSpec, prepared: &Prepared<'_>, sock: OwnedFd) -> i32 {
+    let worker = Worker::new(prepared, Conn::new(UnixStream::from(sock)));
     match worker.serve() {
         Ok(()) => 0,
         Err(e) => {
