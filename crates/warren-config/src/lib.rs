@@ -201,10 +201,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     })?;
     let raw: ConfigFile =
         serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+            let mut key = e.path().to_string();
+            let reason = e.into_inner().message().trim().to_owned();
+            // "missing field `entry`" is about the key that is missing, not its table.
+            if let Some(field) = reason
+                .strip_prefix("missing field `")
+                .and_then(|r| r.strip_suffix('`'))
+            {
+                key = format!("{key}.{field}");
+            }
             ConfigError::Invalid {
                 path: path.to_owned(),
-                key: e.path().to_string(),
-                reason: e.into_inner().to_string(),
+                key,
+                reason,
             }
         })?;
     validate(path, raw)

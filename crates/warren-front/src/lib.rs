@@ -83,7 +83,9 @@ pub async fn run(listener: TcpListener, front: Arc<Front>, shutdown: impl Future
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(front.header_timeout)
-        .max_buf_size(front.max_header_bytes)
+        // hyper refuses heads past this buffer on its own (before there is a request to give an
+        // id); `route` refuses those past the configured limit with a 431 that carries one.
+        .max_buf_size((front.max_header_bytes * 2).max(64 * 1024))
         .keep_alive(true);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -118,6 +120,9 @@ pub async fn run(listener: TcpListener, front: Arc<Front>, shutdown: impl Future
             }
         });
     }
+    // Closed now, so that new clients are refused at once instead of waiting in the backlog
+    // of a server that is going away.
+    drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(DRAIN_TIMEOUT) => {
@@ -128,9 +133,12 @@ pub async fn run(listener: TcpListener, front: Arc<Front>, shutdown: impl Future
 
 /// Host without port, lower-cased only when it is not already.
 fn request_host(req: &Request<Incoming>) -> Option<std::borrow::Cow<'_, str>> {
-    let raw = match req.headers().get(HOST) {
-        Some(h) => h.to_str().ok()?,
-        None => req.uri().host()?,
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let raw = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h.to_str().ok()?,
+        // RFC 9112 §3.2: more than one Host is a bad request, never a choice between apps.
+        (Some(_), Some(_)) => return None,
+        (None, _) => req.uri().host()?,
     };
     let host = match raw.rfind(':') {
         // `[::1]:8080` and `host:8080`, but not a bare IPv6 literal's colons.
@@ -166,12 +174,31 @@ async fn handle(front: &Front, info: ConnInfo, req: Request<Incoming>) -> Respon
     resp
 }
 
+/// Size of the request head as sent: request line and header lines.
+fn head_size(req: &Request<Incoming>) -> usize {
+    let line = req.method().as_str().len() + req.uri().path().len() + 12;
+    let query = req.uri().query().map_or(0, |q| q.len() + 1);
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    // The blank line that ends the head.
+    line + query + headers + 2
+}
+
 async fn route(
     front: &Front,
     info: ConnInfo,
     id: u64,
     req: Request<Incoming>,
 ) -> Response<FrontBody> {
+    if head_size(&req) > front.max_header_bytes {
+        return rescue::plain(
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "the request head is too large\n",
+        );
+    }
     let Some(host) = request_host(&req) else {
         return rescue::plain(
             http::StatusCode::BAD_REQUEST,
@@ -247,7 +274,15 @@ async fn dispatch(
         headers,
     };
     match front.master.dispatch(app, &head, body).await {
-        Ok(resp) => resp.map(FrontBody::Master),
+        Ok(mut resp) => {
+            // The app's own reason phrase ("200 Hello"), when it is not the standard one.
+            if let Some(reason) = resp.extensions_mut().remove::<warren_master::Reason>()
+                && let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason.0)
+            {
+                resp.extensions_mut().insert(phrase);
+            }
+            resp.map(FrontBody::Master)
+        }
         Err(e) => rescue::dispatch_error(id, front.master.apps()[app].name(), &e),
     }
 }

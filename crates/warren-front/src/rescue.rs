@@ -38,7 +38,7 @@ pub fn dispatch_error(id: u64, app: &str, err: &DispatchError) -> Response<Front
                 format!("the app is unavailable: {reason}\n"),
             )
         }
-        DispatchError::WorkerFailed { .. } => {
+        DispatchError::WorkerFailed { .. } | DispatchError::WorkerGone { .. } => {
             tracing::warn!(request_id = %rid, app, error = %err, "bad gateway");
             (
                 StatusCode::BAD_GATEWAY,

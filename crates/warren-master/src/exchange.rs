@@ -4,25 +4,32 @@
 //! head, and if the whole response is already buffered the worker goes straight back to the
 //! pool and the front gets a body of known length; no task is spawned.
 //!
-//! Otherwise a task takes the worker and runs two things at once: the *pump* copies the
-//! client's body into `BODY` frames, and the *reader* forwards response frames into a bounded
-//! channel. They must be concurrent: an app may answer before reading its input, and a worker
-//! blocked writing a response would never drain a body we insisted on writing first. The pump
-//! only ever stops at a frame boundary (it is told to stop, it is never cancelled), so the
-//! socket always stays in a state the worker can read; then the worker is checked back in.
+//! Otherwise a task owns the worker. With a request body it runs two things at once: the
+//! *pump* copies the client's body into `BODY` frames, and the *reader* forwards response
+//! frames into a bounded channel. They must be concurrent: an app may answer before reading its
+//! input, and a worker blocked writing a response would never drain a body we insisted on
+//! writing first. The pump only ever stops at a frame boundary (it is told to stop, never
+//! cancelled), so the socket always stays in a state the worker can read.
+//!
+//! When the client goes away mid-response, the task sends `CANCEL` (after the body's end
+//! frame, so frames never interleave), the worker stops iterating and calls `close()`, and the
+//! rest of the response is read and dropped: the worker goes back to the pool either way.
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use warren_protocol::{BODY_CHUNK, Kind, ResponseHead, put_frame, put_header, split_frame};
+use warren_protocol::{
+    BODY_CHUNK, FRAME_HEADER, Kind, ResponseHead, put_frame, put_header, split_frame,
+};
 
 use crate::DispatchError;
 use crate::app::{AppState, WorkerConn};
@@ -31,16 +38,19 @@ use crate::body::{BodyError, ResponseBody};
 /// Response frames buffered between the worker and a slow client, per request.
 const CHANNEL_CHUNKS: usize = 4;
 
+/// A `CANCEL` frame, ready to write.
+const CANCEL: [u8; FRAME_HEADER] = [Kind::Cancel as u8, 0, 0, 0, 0];
+
 /// Reads one frame from the worker: kind and payload.
 async fn read_frame<R: AsyncRead + Unpin>(
     rd: &mut R,
-    rbuf: &mut bytes::BytesMut,
+    rbuf: &mut BytesMut,
 ) -> io::Result<(Kind, Bytes)> {
     loop {
         match split_frame(rbuf) {
             Ok(Some((kind, _, total))) => {
                 let mut frame = rbuf.split_to(total);
-                frame.advance(warren_protocol::FRAME_HEADER);
+                frame.advance(FRAME_HEADER);
                 return Ok((kind, frame.freeze()));
             }
             Ok(None) => {}
@@ -79,6 +89,12 @@ fn response_parts(app: &str, payload: &[u8]) -> Result<http::response::Parts, Di
         .map_err(|_| bad(format!("status {} is not valid", head.status)))?;
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = status;
+    if !head.reason.is_empty() && status.canonical_reason().map(str::as_bytes) != Some(head.reason)
+    {
+        parts
+            .extensions
+            .insert(crate::Reason(Bytes::copy_from_slice(head.reason)));
+    }
     parts.headers.reserve(head.headers.len());
     for (name, value) in head.headers {
         if hop_by_hop(name) {
@@ -91,11 +107,11 @@ fn response_parts(app: &str, payload: &[u8]) -> Result<http::response::Parts, Di
     Ok(parts)
 }
 
-fn worker_failed(app: &AppState, w_pid: i32, e: &io::Error) -> DispatchError {
+fn worker_failed(app: &AppState, pid: i32, e: &io::Error) -> DispatchError {
     let reason = if e.kind() == io::ErrorKind::UnexpectedEof {
-        format!("worker {w_pid} closed its connection (it died)")
+        format!("worker {pid} closed its connection (it died)")
     } else {
-        format!("worker {w_pid}: {e}")
+        format!("worker {pid}: {e}")
     };
     DispatchError::WorkerFailed {
         app: app.name().to_owned(),
@@ -103,14 +119,50 @@ fn worker_failed(app: &AppState, w_pid: i32, e: &io::Error) -> DispatchError {
     }
 }
 
+/// The worker could not even be sent the request: it was dead before this request reached it,
+/// so another worker may take the request.
+fn worker_gone(app: &AppState, pid: i32, e: &io::Error) -> DispatchError {
+    DispatchError::WorkerGone {
+        app: app.name().to_owned(),
+        reason: format!("worker {pid} was gone before the request reached it: {e}"),
+    }
+}
+
+/// A response the worker sent whole: its `Content-Length` is made to agree with the bytes it
+/// actually sent (a mismatch would desynchronise the client's connection).
+fn whole_response(
+    app: &AppState,
+    mut parts: http::response::Parts,
+    chunks: VecDeque<Bytes>,
+    head_request: bool,
+) -> Response<ResponseBody> {
+    let body = ResponseBody::whole(chunks);
+    let actual = http_body::Body::size_hint(&body).exact().unwrap_or(0);
+    if !head_request
+        && let Some(declared) = parts.headers.get(CONTENT_LENGTH)
+        && declared.to_str().ok().and_then(|s| s.parse::<u64>().ok()) != Some(actual)
+    {
+        tracing::warn!(
+            app = app.name(),
+            declared = ?declared,
+            actual,
+            "the app's Content-Length does not match its body; sending the body's length"
+        );
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(actual));
+    }
+    Response::from_parts(parts, body)
+}
+
 /// A no-body exchange in progress. If the front drops it (the client went away mid-request),
-/// `Drop` hands the worker to a task that finishes the write, reads the response to its end
-/// and checks the worker back in: a client leaving never costs a worker.
+/// `Drop` hands the worker to a task that finishes the write, cancels, reads the response to
+/// its end and checks the worker back in: a client leaving never costs a worker.
 struct Exchange {
     app: Arc<AppState>,
     /// `None` once the worker was handed on (pool, forwarding task) or given up as broken.
     w: Option<WorkerConn>,
-    frame: Vec<u8>,
+    frame: Bytes,
     /// How much of `frame` the worker has been sent.
     written: usize,
 }
@@ -118,22 +170,29 @@ struct Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         if let Some(w) = self.w.take() {
-            let rest = self.frame.split_off(self.written);
+            let rest = self.frame.slice(self.written..);
             tokio::spawn(recover(self.app.clone(), w, rest));
         }
     }
 }
 
-/// Finishes an abandoned exchange: sends the rest of the request, discards the response.
-async fn recover(app: Arc<AppState>, mut w: WorkerConn, rest: Vec<u8>) {
-    if w.stream.write_all(&rest).await.is_err() {
-        return;
+/// Finishes an abandoned exchange: sends the rest of the request and `CANCEL`, discards the
+/// response.
+async fn recover(app: Arc<AppState>, mut w: WorkerConn, rest: Bytes) {
+    let sent = w.stream.write_all(&rest).await.is_ok() && w.stream.write_all(&CANCEL).await.is_ok();
+    if sent && discard(&mut w.stream, &mut w.rbuf).await {
+        app.checkin(w);
     }
+}
+
+/// Reads and drops response frames up to the end of the response; whether the worker is
+/// reusable.
+async fn discard<R: AsyncRead + Unpin>(rd: &mut R, rbuf: &mut BytesMut) -> bool {
     loop {
-        match read_frame(&mut w.stream, &mut w.rbuf).await {
-            Ok((Kind::RespEnd | Kind::RespAbort, _)) => return app.checkin(w),
+        match read_frame(rd, rbuf).await {
+            Ok((Kind::RespEnd | Kind::RespAbort, _)) => return true,
             Ok((Kind::RespHead | Kind::RespBody, _)) => {}
-            Ok(_) | Err(_) => return,
+            Ok(_) | Err(_) => return false,
         }
     }
 }
@@ -142,7 +201,8 @@ async fn recover(app: Arc<AppState>, mut w: WorkerConn, rest: Vec<u8>) {
 pub(crate) async fn without_body(
     app: Arc<AppState>,
     w: WorkerConn,
-    frame: Vec<u8>,
+    frame: Bytes,
+    head_request: bool,
 ) -> Result<Response<ResponseBody>, DispatchError> {
     let mut ex = Exchange {
         app,
@@ -150,7 +210,7 @@ pub(crate) async fn without_body(
         frame,
         written: 0,
     };
-    let result = ex.run().await;
+    let result = ex.run(head_request).await;
     if result.is_err() {
         // The worker broke the exchange: it is not reusable.
         ex.w = None;
@@ -159,17 +219,21 @@ pub(crate) async fn without_body(
 }
 
 impl Exchange {
-    async fn run(&mut self) -> Result<Response<ResponseBody>, DispatchError> {
+    async fn run(&mut self, head_request: bool) -> Result<Response<ResponseBody>, DispatchError> {
         let app = self.app.clone();
         let w = self.w.as_mut().expect("set until handed on");
         while self.written < self.frame.len() {
+            let failed = |e: &io::Error, written| match written {
+                0 => worker_gone(&app, w.pid, e),
+                _ => worker_failed(&app, w.pid, e),
+            };
             match w.stream.write(&self.frame[self.written..]).await {
                 Ok(0) => {
                     let e = io::Error::from(io::ErrorKind::WriteZero);
-                    return Err(worker_failed(&app, w.pid, &e));
+                    return Err(failed(&e, self.written));
                 }
                 Ok(n) => self.written += n,
-                Err(e) => return Err(worker_failed(&app, w.pid, &e)),
+                Err(e) => return Err(failed(&e, self.written)),
             }
         }
         let head = match read_frame(&mut w.stream, &mut w.rbuf).await {
@@ -192,36 +256,39 @@ impl Exchange {
             match split_frame(&w.rbuf) {
                 Ok(Some((Kind::RespBody, _, total))) => {
                     let mut f = w.rbuf.split_to(total);
-                    f.advance(warren_protocol::FRAME_HEADER);
+                    f.advance(FRAME_HEADER);
                     chunks.push_back(f.freeze());
                 }
                 Ok(Some((Kind::RespEnd, _, total))) => {
                     w.rbuf.advance(total);
                     app.checkin(w);
-                    return Ok(Response::from_parts(parts, ResponseBody::whole(chunks)));
+                    return Ok(whole_response(&app, parts, chunks, head_request));
                 }
                 _ => break,
             }
         }
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         tokio::spawn(async move {
+            let pid = w.pid;
+            let mut outcome = Forwarded::Ended;
             for c in chunks {
                 if tx.send(Ok(c)).await.is_err() {
+                    outcome = Forwarded::ClientGone;
                     break;
                 }
             }
-            let pid = w.pid;
-            let ok = forward(
-                &app,
-                pid,
-                &mut w.stream,
-                &mut w.rbuf,
-                None,
-                tx,
-                &AtomicBool::new(false),
-            )
-            .await;
-            if ok {
+            if outcome == Forwarded::Ended {
+                outcome = forward(&app, pid, &mut w.stream, &mut w.rbuf, None, &tx, None).await;
+            }
+            let reusable = match outcome {
+                Forwarded::Ended => true,
+                Forwarded::Broken => false,
+                Forwarded::ClientGone => {
+                    w.stream.write_all(&CANCEL).await.is_ok()
+                        && discard(&mut w.stream, &mut w.rbuf).await
+                }
+            };
+            if reusable {
                 app.checkin(w);
             }
         });
@@ -232,57 +299,22 @@ impl Exchange {
 /// Runs a request with a body on `w`: the head now, the body and the response concurrently.
 pub(crate) async fn with_body<B>(
     app: Arc<AppState>,
-    w: WorkerConn,
-    frame: Vec<u8>,
+    mut w: WorkerConn,
+    frame: Bytes,
     body: B,
 ) -> Result<Response<ResponseBody>, DispatchError>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::fmt::Display + Send,
 {
+    // The head goes first, here: if the worker is already dead, nothing of the body has been
+    // consumed and another worker can take the request.
+    if let Err(e) = w.stream.write_all(&frame).await {
+        return Err(worker_gone(&app, w.pid, &e));
+    }
     let (head_tx, head_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-    let task_app = app.clone();
-    tokio::spawn(async move {
-        let app = task_app;
-        let mut w = w;
-        let pid = w.pid;
-        let limit = app.config.max_body_bytes;
-        let stop = Notify::new();
-        let too_large = AtomicBool::new(false);
-        let (read_ok, pumped) = {
-            let (mut rd, mut wr) = w.stream.split();
-            let pump = pump(&mut wr, frame, body, limit, &stop, &too_large);
-            let read = forward(
-                &app,
-                pid,
-                &mut rd,
-                &mut w.rbuf,
-                Some(head_tx),
-                tx,
-                &too_large,
-            );
-            tokio::pin!(pump, read);
-            let mut pumped = None;
-            let read_ok = loop {
-                tokio::select! {
-                    ok = &mut read => break ok,
-                    p = &mut pump, if pumped.is_none() => pumped = Some(p),
-                }
-            };
-            let pumped = match pumped {
-                Some(p) => p,
-                None => {
-                    stop.notify_one();
-                    pump.await
-                }
-            };
-            (read_ok, pumped)
-        };
-        if read_ok && pumped.is_ok() {
-            app.checkin(w);
-        }
-    });
+    tokio::spawn(drive(app.clone(), w, body, head_tx, tx));
     match head_rx.await {
         Ok(Ok(parts)) => Ok(Response::from_parts(parts, ResponseBody::Stream(rx))),
         Ok(Err(e)) => Err(e),
@@ -293,11 +325,69 @@ where
     }
 }
 
+type HeadSender = oneshot::Sender<Result<http::response::Parts, DispatchError>>;
+
+/// The task behind [`with_body`]: pump and reader at once, then cancel or finish.
+async fn drive<B>(
+    app: Arc<AppState>,
+    mut w: WorkerConn,
+    body: B,
+    head_tx: HeadSender,
+    tx: mpsc::Sender<Result<Bytes, BodyError>>,
+) where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display + Send,
+{
+    let pid = w.pid;
+    let limit = app.config.max_body_bytes;
+    let stop = Notify::new();
+    let too_large = AtomicBool::new(false);
+    let WorkerConn { stream, rbuf, .. } = &mut w;
+    let (mut rd, mut wr) = stream.split();
+    let (outcome, pumped) = {
+        let mut pump = std::pin::pin!(pump(&mut wr, body, limit, &stop, &too_large));
+        let mut read = std::pin::pin!(forward(
+            &app,
+            pid,
+            &mut rd,
+            rbuf,
+            Some(head_tx),
+            &tx,
+            Some(&too_large)
+        ));
+        let mut pumped = None;
+        let outcome = loop {
+            tokio::select! {
+                o = &mut read => break o,
+                p = &mut pump, if pumped.is_none() => pumped = Some(p),
+            }
+        };
+        let pumped = match pumped {
+            Some(p) => p,
+            None => {
+                stop.notify_one();
+                pump.await
+            }
+        };
+        (outcome, pumped)
+    };
+    let reusable = pumped.is_ok()
+        && match outcome {
+            Forwarded::Ended => true,
+            Forwarded::Broken => false,
+            Forwarded::ClientGone => {
+                wr.write_all(&CANCEL).await.is_ok() && discard(&mut rd, rbuf).await
+            }
+        };
+    if reusable {
+        app.checkin(w);
+    }
+}
+
 /// Copies the client's body to the worker. Stops at a frame boundary when `stop` fires, and
 /// always leaves the stream ending with `BODY_END` or `BODY_ABORT`.
 async fn pump<W, B>(
     wr: &mut W,
-    head: Vec<u8>,
     mut body: B,
     limit: u64,
     stop: &Notify,
@@ -308,13 +398,18 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    wr.write_all(&head).await?;
     let mut sent = 0u64;
-    let mut hdr = Vec::with_capacity(warren_protocol::FRAME_HEADER);
+    let mut hdr = Vec::with_capacity(FRAME_HEADER);
     let end = loop {
+        if body.is_end_stream() {
+            break (Kind::BodyEnd, String::new());
+        }
         let frame = tokio::select! {
             biased;
-            () = stop.notified() => break (Kind::BodyAbort, "the response ended before the body was read".to_owned()),
+            () = stop.notified() => break (
+                Kind::BodyAbort,
+                "the response ended before the body was read".to_owned(),
+            ),
             f = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)) => f,
         };
         let mut data = match frame {
@@ -341,23 +436,33 @@ where
             wr.write_all(&piece).await?;
         }
     };
-    let mut last = Vec::with_capacity(warren_protocol::FRAME_HEADER + end.1.len());
+    let mut last = Vec::with_capacity(FRAME_HEADER + end.1.len());
     put_frame(&mut last, end.0, end.1.as_bytes());
     wr.write_all(&last).await
 }
 
-/// Reads the response from the worker: the head to `head_tx` (if still wanted), body frames to
-/// `tx`. Returns whether the worker ended the response cleanly and can serve again.
+/// How forwarding a response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Forwarded {
+    /// The worker ended the response (`RESP_END` or `RESP_ABORT`): it is idle again.
+    Ended,
+    /// The client stopped reading; the worker is still producing the response.
+    ClientGone,
+    /// The worker died or broke the protocol.
+    Broken,
+}
+
+/// Reads the response from the worker: the head to `head_tx` (if it is still to come), body
+/// frames to `tx`. With `too_large` set by the pump, the head becomes a 413.
 async fn forward<R: AsyncRead + Unpin>(
     app: &AppState,
     pid: i32,
     rd: &mut R,
-    rbuf: &mut bytes::BytesMut,
-    mut head_tx: Option<oneshot::Sender<Result<http::response::Parts, DispatchError>>>,
-    tx: mpsc::Sender<Result<Bytes, BodyError>>,
-    too_large: &AtomicBool,
-) -> bool {
-    let mut client_gone = false;
+    rbuf: &mut BytesMut,
+    mut head_tx: Option<HeadSender>,
+    tx: &mpsc::Sender<Result<Bytes, BodyError>>,
+    too_large: Option<&AtomicBool>,
+) -> Forwarded {
     loop {
         let (kind, payload) = match read_frame(rd, rbuf).await {
             Ok(f) => f,
@@ -377,30 +482,32 @@ async fn forward<R: AsyncRead + Unpin>(
                             .await;
                     }
                 }
-                return false;
+                return Forwarded::Broken;
             }
         };
         match kind {
             Kind::RespHead if head_tx.is_some() => {
-                let parts = if too_large.load(Relaxed) {
+                let parts = if too_large.is_some_and(|t| t.load(Relaxed)) {
                     Err(DispatchError::BodyTooLarge {
                         limit: app.config.max_body_bytes,
                     })
                 } else {
                     response_parts(app.name(), &payload)
                 };
-                let _ = head_tx.take().expect("checked").send(parts);
-            }
-            Kind::RespBody if head_tx.is_none() => {
-                if !client_gone && tx.send(Ok(payload)).await.is_err() {
-                    // The client went away: keep reading so the worker finishes and is reusable.
-                    client_gone = true;
+                let client_waits = head_tx.take().expect("checked").send(parts).is_ok();
+                if !client_waits {
+                    return Forwarded::ClientGone;
                 }
             }
-            Kind::RespEnd if head_tx.is_none() => return true,
+            Kind::RespBody if head_tx.is_none() => {
+                if tx.send(Ok(payload)).await.is_err() {
+                    return Forwarded::ClientGone;
+                }
+            }
+            Kind::RespEnd if head_tx.is_none() => return Forwarded::Ended,
             Kind::RespAbort if head_tx.is_none() => {
                 let _ = tx.send(Err(BodyError::AppAborted)).await;
-                return true;
+                return Forwarded::Ended;
             }
             other => {
                 let e = io::Error::new(
@@ -412,7 +519,7 @@ async fn forward<R: AsyncRead + Unpin>(
                 if let Some(h) = head_tx.take() {
                     let _ = h.send(Err(err));
                 }
-                return false;
+                return Forwarded::Broken;
             }
         }
     }

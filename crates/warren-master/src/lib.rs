@@ -34,6 +34,11 @@ pub use app::{AppState, Health};
 pub use body::{BodyError, ResponseBody};
 pub use stats::{AppStats, StatsSnapshot};
 
+/// The reason phrase an app gave in its status line, when it differs from the standard one
+/// for the code. Stored in the response's extensions; the front passes it to the client.
+#[derive(Debug, Clone)]
+pub struct Reason(pub Bytes);
+
 /// Why a request got no answer from its app. The front turns each into a status code.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -53,6 +58,10 @@ pub enum DispatchError {
     /// 502: the worker died or broke the protocol before a response head.
     #[error("app {app}: {reason}")]
     WorkerFailed { app: String, reason: String },
+    /// The worker was dead before the request reached it. Dispatch retries such a request on
+    /// another worker; it surfaces (as 502) only when every attempt met a dead worker.
+    #[error("app {app}: {reason}")]
+    WorkerGone { app: String, reason: String },
     /// 413.
     #[error("the request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
@@ -72,6 +81,9 @@ impl DispatchError {
         }
     }
 }
+
+/// Workers a request may be offered to when the first ones turn out to be dead already.
+const MAX_ATTEMPTS: u32 = 3;
 
 /// Counts a request as in flight for as long as it lives.
 struct InFlight<'a>(&'a AppStats);
@@ -152,12 +164,32 @@ impl Master {
         if body.is_none() {
             put_frame(&mut frame, Kind::BodyEnd, b"");
         }
-        let worker = app.checkout().await?;
-        // A guard, not a pair of calls: the front may drop this future when its client leaves.
-        let _in_flight = InFlight::new(&app.stats);
-        let result = match body {
-            None => exchange::without_body(app.clone(), worker, frame).await,
-            Some(body) => exchange::with_body(app.clone(), worker, frame, body).await,
+        // Shared, not copied, between attempts.
+        let frame = Bytes::from(frame);
+        let head_request = head.method == b"HEAD";
+        let mut body = body;
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let worker = app.checkout().await?;
+            // A guard, not a pair of calls: the front may drop this future when its client
+            // leaves.
+            let _in_flight = InFlight::new(&app.stats);
+            let result = match body.take() {
+                None => {
+                    exchange::without_body(app.clone(), worker, frame.clone(), head_request).await
+                }
+                Some(b) => exchange::with_body(app.clone(), worker, frame.clone(), b).await,
+            };
+            match result {
+                // Only a request without a body can be retried: a body is consumed once.
+                Err(DispatchError::WorkerGone { reason, .. })
+                    if attempts < MAX_ATTEMPTS && head.content_length == Some(0) =>
+                {
+                    tracing::info!(app = app.name(), reason, "retrying on another worker");
+                }
+                other => break other,
+            }
         };
         let counter = if result.is_ok() {
             &app.stats.served

@@ -330,19 +330,44 @@ async fn await_ready(app: Arc<AppState>, mut stream: UnixStream, pid: i32, asked
     }
 }
 
-/// Copies an app's output into warren's log, one event per line, tagged with the app.
+/// Copies an app's output into warren's log, one event per line, tagged with the app. A line
+/// longer than [`MAX_LOG_LINE`] is logged once, cut, with the number of bytes dropped: an app
+/// cannot make one line cost unbounded memory, nor split it into many events.
 async fn log_lines<R: AsyncRead + Unpin>(app: Arc<AppState>, stream: &'static str, out: R) {
     let mut reader = BufReader::with_capacity(MAX_LOG_LINE, out);
     let mut line = Vec::with_capacity(256);
+    let mut dropped = 0usize;
     loop {
-        line.clear();
-        let mut limited = (&mut reader).take(MAX_LOG_LINE as u64);
-        match limited.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(b) => b,
+        };
+        let (piece, newline) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], true),
+            None => (buf, false),
+        };
+        let room = MAX_LOG_LINE - line.len();
+        line.extend_from_slice(&piece[..piece.len().min(room)]);
+        dropped += piece.len().saturating_sub(room);
+        let used = piece.len() + usize::from(newline);
+        reader.consume(used);
+        if newline {
+            emit_line(&app, stream, &line, dropped);
+            line.clear();
+            dropped = 0;
         }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches(['\n', '\r']);
+    }
+    if !line.is_empty() {
+        emit_line(&app, stream, &line, dropped);
+    }
+}
+
+fn emit_line(app: &AppState, stream: &'static str, line: &[u8], dropped: usize) {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end_matches('\r');
+    if dropped == 0 {
         tracing::info!(target: "app", app = app.name(), stream, "{text}");
+    } else {
+        tracing::info!(target: "app", app = app.name(), stream, cut_bytes = dropped, "{text}");
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! One request is, master → worker: `REQUEST` (the head), then `BODY`* and exactly one of
 //! `BODY_END` / `BODY_ABORT`. Worker → master: `RESP_HEAD`, `RESP_BODY`*, then `RESP_END`
-//! (or `RESP_ABORT` once headers went out and the app failed). Both directions run at once, so
+//! (or `RESP_ABORT` once headers went out and the app failed). A `CANCEL` from the master may
+//! follow the body's end when the client leaves. Both directions run at once, so
 //! a worker can answer before it has read the body; after `RESP_END` it drains the rest of the
 //! body up to `BODY_END` and is then idle again. A freshly forked worker first sends `READY`.
 //!
@@ -37,6 +38,9 @@ pub enum Kind {
     BodyEnd = 0x03,
     /// master → worker: the request body was cut short (client gone or too large); payload is a reason.
     BodyAbort = 0x04,
+    /// master → worker: the client of the current request is gone; stop producing the
+    /// response. Sent only after the body's end frame; ignored if the response already ended.
+    Cancel = 0x05,
     /// worker → master: a freshly forked worker is ready for requests.
     Ready = 0x10,
     /// worker → master: status and headers ([`ResponseHead`]).
@@ -56,6 +60,7 @@ impl Kind {
             0x02 => Kind::Body,
             0x03 => Kind::BodyEnd,
             0x04 => Kind::BodyAbort,
+            0x05 => Kind::Cancel,
             0x10 => Kind::Ready,
             0x11 => Kind::RespHead,
             0x12 => Kind::RespBody,

@@ -6,11 +6,14 @@
 //! is what makes `wsgi.input` stream instead of buffering an upload.
 
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
 use warren_protocol::{FRAME_HEADER, Kind, MAX_FRAME, ProtocolError, parse_header, put_header};
 
 const READ_BUF: usize = 64 * 1024;
+/// Most bytes read ahead of the app while looking for a `CANCEL`.
+const LOOKAHEAD: usize = 1024 * 1024;
 /// Pending output past this size is written out before more is added.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 
@@ -100,8 +103,13 @@ impl Conn {
     /// Waits for the next request: returns its `REQUEST` payload, or `None` when the master
     /// closed the connection. The payload stays valid until the next read.
     pub fn next_request(&mut self) -> io::Result<Option<&[u8]>> {
-        let Some((kind, len)) = self.next_header()? else {
-            return Ok(None);
+        let (kind, len) = loop {
+            match self.next_header()? {
+                None => return Ok(None),
+                // A cancel that arrived after its response had ended anyway.
+                Some((Kind::Cancel, 0)) => continue,
+                Some(h) => break h,
+            }
         };
         if kind != Kind::Request {
             return Err(protocol(ProtocolError::Unexpected {
@@ -194,6 +202,46 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether the master has cancelled the current request (its client is gone). Looks at
+    /// what has arrived without blocking and without consuming anything: body frames the app
+    /// has not read yet stay readable. The look-ahead is bounded by [`LOOKAHEAD`], and the
+    /// master sends `CANCEL` only after the body's end, so it is found once the app has read
+    /// most of its body.
+    pub fn cancel_requested(&mut self) -> bool {
+        if self.buffered().len() < LOOKAHEAD {
+            self.fill_nonblocking();
+        }
+        let mut rest = self.buffered();
+        if let Body::Open { left_in_frame } = self.body {
+            rest = rest.get(left_in_frame..).unwrap_or(&[]);
+        }
+        while let Some(h) = rest.first_chunk::<FRAME_HEADER>() {
+            match parse_header(*h) {
+                Ok((Kind::Cancel, _)) => return true,
+                Ok((_, len)) => rest = rest.get(FRAME_HEADER + len..).unwrap_or(&[]),
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Reads whatever has arrived, without waiting.
+    fn fill_nonblocking(&mut self) {
+        if self.rpos > 0 {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        let len = self.rbuf.len();
+        self.rbuf.resize(len + READ_BUF, 0);
+        let n = nix::sys::socket::recv(
+            self.sock.as_raw_fd(),
+            &mut self.rbuf[len..],
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        )
+        .unwrap_or(0);
+        self.rbuf.truncate(len + n);
     }
 
     /// Queues a frame for sending.

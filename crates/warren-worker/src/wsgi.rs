@@ -565,6 +565,10 @@ impl<'a, 'py> Worker<'a, 'py> {
             resp.borrow_mut().send_head(&mut conn)?;
             conn.put(Kind::RespBody, data).map_err(io_err)?;
             conn.flush().map_err(io_err)?;
+            if conn.cancel_requested() {
+                // Nobody will read the rest: stop iterating (close() follows as always).
+                break;
+            }
         }
         Ok(())
     }

@@ -151,10 +151,8 @@ impl Warren {
             }
             Err(_) => {
                 let status = warren.kill();
-                panic!(
-                    "warren did not print `listening on ADDR` (exit: {status:?}); log:\n{}",
-                    warren.logs()
-                );
+                let logs = warren.finish_logs();
+                panic!("warren did not print `listening on ADDR` (exit: {status:?}); log:\n{logs}");
             }
         }
         warren
@@ -223,6 +221,11 @@ impl Warren {
     /// One request on a fresh connection.
     pub fn get(&self, host: &str, path: &str) -> Response {
         self.client(host).get(path)
+    }
+
+    /// Sends SIGTERM without waiting (see [`Warren::stop`] for the whole shutdown).
+    pub fn terminate(&self) {
+        signal(self.pid, "TERM");
     }
 
     /// SIGTERM, a clean exit within a bound, and no process of warren's group left behind.
@@ -445,6 +448,8 @@ pub struct Client {
     stream: TcpStream,
     /// Bytes received and not yet parsed.
     buf: Vec<u8>,
+    /// The last response said the server closes the connection after it.
+    server_closes: bool,
 }
 
 impl Client {
@@ -461,6 +466,7 @@ impl Client {
             host: host.to_owned(),
             stream,
             buf: Vec::new(),
+            server_closes: false,
         }
     }
 
@@ -484,7 +490,9 @@ impl Client {
     }
 
     /// Sends a request with `Host`, the given headers and (if not empty, or for POST and PUT) a
-    /// `Content-Length` body, and reads the response. Panics on I/O errors.
+    /// `Content-Length` body, and reads the response. Panics on I/O errors. If the previous
+    /// response announced that the server closes the connection, a new one is opened first, as
+    /// any HTTP client would.
     pub fn request(
         &mut self,
         method: &str,
@@ -492,6 +500,9 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
+        if self.server_closes {
+            self.reconnect();
+        }
         let head = self.head_bytes(method, path, headers, Some(body.len()));
         let mut bytes = head;
         bytes.extend_from_slice(body);
@@ -539,6 +550,9 @@ impl Client {
         headers: &[(&str, &str)],
         chunks: &[&[u8]],
     ) -> Response {
+        if self.server_closes {
+            self.reconnect();
+        }
         let mut h: Vec<(&str, &str)> = headers.to_vec();
         h.push(("Transfer-Encoding", "chunked"));
         let mut bytes = self.head_bytes(method, path, &h, None);
@@ -603,6 +617,7 @@ impl Client {
                 self.read_to_close(sink)?;
                 resp.complete = true;
             }
+            self.server_closes = resp.closes() || resp.framing == Framing::Close;
             return Ok(resp);
         }
     }
@@ -786,10 +801,15 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Decodes lowercase or uppercase hex.
 pub fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd-length hex {s:?}");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or_else(|_| panic!("bad hex {s:?}")))
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .filter(|p| p.len() == 2)
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .unwrap_or_else(|| panic!("bad hex {s:?}"))
+        })
         .collect()
 }
 

@@ -1,0 +1,241 @@
+//! `warren serve` refuses a bad config: it exits non-zero before serving anything, and its
+//! stderr names the file, the dotted key and the reason (`FILE: KEY: REASON`).
+
+mod support;
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{fixture, tempdir};
+
+/// What `warren serve` did with a config.
+struct Refusal {
+    file: PathBuf,
+    stderr: String,
+    stdout: String,
+}
+
+/// Runs `warren serve` on `config` and expects it to exit non-zero within a bound.
+fn refused(config: &str) -> Refusal {
+    let dir = tempdir();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("WARREN_LOG")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.wait();
+            panic!("warren kept running on a bad config:\n{config}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !status.success(),
+        "warren accepted a bad config (exit {status}); stderr:\n{stderr}\nconfig:\n{config}"
+    );
+    assert!(
+        !stdout.contains("listening on"),
+        "warren started listening on a bad config"
+    );
+    // Keep the directory alive until here.
+    drop(dir);
+    Refusal {
+        file,
+        stderr,
+        stdout,
+    }
+}
+
+impl Refusal {
+    /// The stderr names the file, then the key, then the reason contains each of `reason`.
+    fn says(&self, key: &str, reason: &[&str]) {
+        let prefix = format!("{}: {key}: ", self.file.display());
+        let line = self
+            .stderr
+            .lines()
+            .find(|l| l.contains(&prefix))
+            .unwrap_or_else(|| {
+                panic!(
+                    "stderr does not say `{prefix}REASON`:\n{}{}",
+                    self.stderr, self.stdout
+                )
+            });
+        for r in reason {
+            assert!(
+                line.contains(r),
+                "the reason does not mention {r:?}: {line}"
+            );
+        }
+    }
+}
+
+fn app(extra: &str) -> String {
+    format!(
+        "[apps.a]\npath = \"{}\"\nentry = \"app:application\"\n{extra}\n",
+        fixture("queues")
+    )
+}
+
+#[test]
+fn unknown_keys() {
+    refused(&app("bogus = 1")).says("apps.a.bogus", &["unknown field", "bogus"]);
+    refused("[server]\nlisen = \"127.0.0.1:0\"\n")
+        .says("server.lisen", &["unknown field", "lisen"]);
+    refused(&format!(
+        "{}static = {{ \"/s\" = \"static\" }}\n",
+        app("quue_max = 3")
+    ))
+    .says("apps.a.quue_max", &["unknown field"]);
+}
+
+#[test]
+fn missing_app_directory() {
+    refused("[apps.a]\npath = \"no-such-dir\"\nentry = \"app:application\"\n")
+        .says("apps.a.path", &["no-such-dir", "No such file"]);
+}
+
+#[test]
+fn app_directory_that_is_a_file() {
+    let file = format!("{}/app.py", fixture("queues"));
+    refused(&format!(
+        "[apps.a]\npath = \"{file}\"\nentry = \"app:application\"\n"
+    ))
+    .says("apps.a.path", &["not a directory"]);
+}
+
+#[test]
+fn bad_entry() {
+    let dir = fixture("queues");
+    refused(&format!("[apps.a]\npath = \"{dir}\"\nentry = \"app\"\n"))
+        .says("apps.a.entry", &["module:callable"]);
+    refused(&format!(
+        "[apps.a]\npath = \"{dir}\"\nentry = \"no_such_module:app\"\n"
+    ))
+    .says("apps.a.entry", &["no_such_module", "not found"]);
+    refused(&format!(
+        "[apps.a]\npath = \"{dir}\"\nentry = \"app:not-an-identifier\"\n"
+    ))
+    .says("apps.a.entry", &["not-an-identifier"]);
+}
+
+#[test]
+fn bad_listen_address() {
+    refused("[server]\nlisten = \"nonsense\"\n").says("server.listen", &["nonsense"]);
+    refused("[server]\nlisten = \"127.0.0.1\"\n").says("server.listen", &["127.0.0.1"]);
+    // Well-formed, but not an address of this machine (TEST-NET-3).
+    refused("[server]\nlisten = \"203.0.113.7:8080\"\n")
+        .says("server.listen", &["203.0.113.7:8080"]);
+    // Well-formed, but taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    refused(&format!("[server]\nlisten = \"{addr}\"\n{}", app("")))
+        .says("server.listen", &[&addr.to_string()]);
+}
+
+#[test]
+fn duplicate_hosts() {
+    let dir = fixture("queues");
+    let config = format!(
+        "[apps.a]\npath = \"{dir}\"\nentry = \"app:application\"\nhosts = [\"shared.localhost\"]\n\
+         [apps.b]\npath = \"{dir}\"\nentry = \"app:application\"\nhosts = [\"other.localhost\", \"Shared.localhost\"]\n"
+    );
+    refused(&config).says("apps.b.hosts", &["shared.localhost"]);
+    // An explicit host equal to another app's default.
+    let config = format!(
+        "[apps.a]\npath = \"{dir}\"\nentry = \"app:application\"\n\
+         [apps.b]\npath = \"{dir}\"\nentry = \"app:application\"\nhosts = [\"a.localhost\"]\n"
+    );
+    refused(&config).says("apps.b.hosts", &["a.localhost"]);
+}
+
+#[test]
+fn out_of_range_values() {
+    refused("[server]\nmax_header_bytes = 100\n").says("server.max_header_bytes", &["8192"]);
+    refused("[server]\nheader_timeout_s = 0\n").says("server.header_timeout_s", &[]);
+    refused(&app("workers = 0")).says("apps.a.workers", &[]);
+    refused(&app("queue_max = 0")).says("apps.a.queue_max", &[]);
+    refused(&app("queue_timeout_s = -1")).says("apps.a.queue_timeout_s", &[]);
+    refused(&app("max_body_mb = -1")).says("apps.a.max_body_mb", &[]);
+    refused(&app("workers = \"two\"")).says("apps.a.workers", &["invalid type"]);
+    refused(&app("venv = \"no-such-venv\"")).says("apps.a.venv", &["no-such-venv"]);
+    refused(&app("static = { \"/s\" = \"no-such-static\" }"))
+        .says("apps.a.static.\"/s\"", &["no-such-static"]);
+}
+
+#[test]
+fn bad_app_name_and_missing_fields() {
+    let dir = fixture("queues");
+    refused(&format!(
+        "[apps.\"a b\"]\npath = \"{dir}\"\nentry = \"app:application\"\n"
+    ))
+    .says("apps.a b", &["letters"]);
+    refused(&format!("[apps.a]\npath = \"{dir}\"\n")).says("apps.a.entry", &["missing"]);
+}
+
+#[test]
+fn toml_syntax_error_names_the_file_and_line() {
+    let r = refused("[server]\nlisten = \"127.0.0.1:0\"\n[apps.a\n");
+    let prefix = format!("{}: line 3", r.file.display());
+    assert!(r.stderr.contains(&prefix), "{}", r.stderr);
+}
+
+#[test]
+fn missing_config_file() {
+    let dir = tempdir();
+    let file = dir.path().join("absent.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&file.display().to_string()),
+        "stderr does not name the file: {stderr}"
+    );
+}
+
+#[test]
+fn each_refusal_is_one_line() {
+    // The message is meant for a terminal or a service log: one line each, no backtrace, no
+    // continuation lines.
+    for config in [
+        app("bogus = 1"),
+        app("workers = \"two\""),
+        format!("[apps.a]\npath = \"{}\"\n", fixture("queues")),
+        "[server]\nlisten = \"nonsense\"\n".to_owned(),
+    ] {
+        let r = refused(&config);
+        let lines: Vec<&str> = r.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "the refusal of\n{config}\nis not one line:\n{}",
+            r.stderr
+        );
+    }
+}
