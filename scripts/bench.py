@@ -1,0 +1,299 @@
+"""warren's benchmark: the same apps behind warren and its peers, in one run, on loopback.
+
+Every server runs the same app with the same number of worker processes; `wrk` loads each one
+with 1 and 32 keep-alive connections; the median of the repeats (by requests/s) is reported
+with p50, p99 and warren's ratio to each peer. Warren's extras: the time from fork to a new
+worker's READY, and the memory (PSS) of its idle workers next to gunicorn's.
+
+Environment:
+  BENCH_DURATION  seconds per wrk run (default 10)
+  BENCH_REPEATS   runs per point, the median is kept (default 3)
+  BENCH_QUICK=1   3 s, 1 repeat
+  BENCH_SERVERS   comma list among warren,gunicorn,uwsgi-http,uwsgi-router,granian,bjoern
+  BENCH_APPS      comma list among hello,flask
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+VENV = os.path.join(ROOT, ".bench", "venv")
+BIN = os.path.join(VENV, "bin")
+WORKERS = 2
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+DURATION = int(os.environ.get("BENCH_DURATION", "3" if QUICK else "10"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "1" if QUICK else "3"))
+CONNECTIONS = [1, 32]
+
+APPS = {
+    # name: (directory, module, callable, path to request)
+    "hello": ("examples/apps/hello", "app", "application", "/"),
+    "flask": ("examples/apps/flask", "app", "app", "/hello"),
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One server under test: started in its own process group, always stopped."""
+
+    def __init__(self, name, app, port, tmp):
+        self.name, self.app, self.port, self.tmp = name, app, port, tmp
+        self.procs = []
+        self.log_path = os.path.join(tmp, f"{name}-{app}.log")
+
+    def commands(self):
+        d, module, func, _ = APPS[self.app]
+        app_dir = os.path.join(ROOT, d)
+        addr = f"127.0.0.1:{self.port}"
+        n = str(WORKERS)
+        if self.name == "warren":
+            venv = f'venv = "{VENV}"' if self.app == "flask" else ""
+            config = os.path.join(self.tmp, f"warren-{self.app}.toml")
+            with open(config, "w") as f:
+                f.write(
+                    f'[server]\nlisten = "{addr}"\n\n[apps.{self.app}]\npath = "{app_dir}"\n'
+                    f'entry = "{module}:{func}"\nhosts = ["127.0.0.1", "localhost"]\n'
+                    f"workers = {WORKERS}\n{venv}\n"
+                )
+            return [[os.path.join(ROOT, "target/release/warren"), "serve", "--config", config]]
+        if self.name == "gunicorn":
+            return [[f"{BIN}/gunicorn", "-w", n, "-b", addr, "--chdir", app_dir,
+                     "--log-level", "warning", f"{module}:{func}"]]
+        if self.name in ("uwsgi-http", "uwsgi-router"):
+            mode = ["--http-socket", addr] if self.name == "uwsgi-http" else \
+                ["--http", addr, "--http-keepalive"]
+            return [[f"{BIN}/uwsgi", *mode, "--master", "--processes", n, "--disable-logging",
+                     "--chdir", app_dir, "--module", f"{module}:{func}",
+                     "--virtualenv", VENV, "--die-on-term"]]
+        if self.name == "granian":
+            return [[f"{BIN}/granian", "--interface", "wsgi", "--workers", n, "--host",
+                     "127.0.0.1", "--port", str(self.port), "--no-access-log",
+                     "--working-dir", app_dir, f"{module}:{func}"]]
+        if self.name == "bjoern":
+            code = (f"import sys; sys.path.insert(0, {app_dir!r}); import bjoern, {module}; "
+                    f"bjoern.run({module}.{func}, '127.0.0.1', {self.port}, reuse_port=True)")
+            # bjoern is one single-threaded process; two of them share the port (SO_REUSEPORT).
+            return [[f"{BIN}/python", "-c", code] for _ in range(WORKERS)]
+        raise ValueError(self.name)
+
+    def start(self):
+        log = open(self.log_path, "w")
+        for cmd in self.commands():
+            self.procs.append(subprocess.Popen(
+                cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                cwd=ROOT, start_new_session=True))
+        path = APPS[self.app][3]
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except Exception:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} ({self.app}) did not answer; see {self.log_path}")
+
+    def stop(self):
+        for p in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse_latency(text, pct):
+    m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+
+
+def run_wrk(port, path, conns):
+    threads = 1 if conns == 1 else 2
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{DURATION}s", "--latency",
+         f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, timeout=DURATION + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    return {"rps": rps, "p50_ms": parse_latency(out, 50), "p99_ms": parse_latency(out, 99),
+            "errors": errors}
+
+
+def connections_answered(port, path, n=32, timeout=5.0):
+    """Opens n keep-alive connections, sends one request on each, counts those answered."""
+    socks, answered = [], 0
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            socks.append(s)
+        for s in socks:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        lock = threading.Lock()
+
+        def wait(s):
+            nonlocal answered
+            try:
+                if s.recv(16).startswith(b"HTTP/1.1 200"):
+                    with lock:
+                        answered += 1
+            except OSError:
+                pass
+
+        ts = [threading.Thread(target=wait, args=(s,)) for s in socks]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    finally:
+        for s in socks:
+            s.close()
+    return answered
+
+
+def pss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def children(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def measure(server):
+    point = {}
+    for conns in CONNECTIONS:
+        runs = [run_wrk(server.port, APPS[server.app][3], conns) for _ in range(REPEATS)]
+        runs.sort(key=lambda r: r["rps"])
+        point[conns] = runs[len(runs) // 2]
+    point["answered32"] = connections_answered(server.port, APPS[server.app][3])
+    return point
+
+
+def warren_extras(server):
+    fork = [int(x) for x in re.findall(r"fork_to_ready_us=(\d+)", server.log())]
+    (warren,) = server.procs
+    zygotes = children(warren.pid)
+    workers = [w for z in zygotes for w in children(z)]
+    return {
+        "fork_to_ready_ms": [x / 1000 for x in fork],
+        "zygote_pss_mb": [pss_kb(z) / 1024 for z in zygotes if pss_kb(z)],
+        "worker_pss_mb": [pss_kb(w) / 1024 for w in workers if pss_kb(w)],
+    }
+
+
+def gunicorn_pss(server):
+    (master,) = server.procs
+    return [pss_kb(w) / 1024 for w in children(master.pid) if pss_kb(w)]
+
+
+def fmt(x, digits=2):
+    return "n/a" if x != x else f"{x:.{digits}f}"
+
+
+def main():
+    servers = os.environ.get(
+        "BENCH_SERVERS", "warren,gunicorn,uwsgi-http,uwsgi-router,granian,bjoern").split(",")
+    apps = os.environ.get("BENCH_APPS", "hello,flask").split(",")
+    results, extras = {}, {}
+    with tempfile.TemporaryDirectory(prefix="warren-bench-") as tmp:
+        for app in apps:
+            for name in servers:
+                server = Server(name, app, free_port(), tmp)
+                print(f"-- {app} on {name} (port {server.port})", flush=True)
+                try:
+                    server.start()
+                    results[(app, name)] = measure(server)
+                    # Let the servers settle idle before reading their memory.
+                    time.sleep(1)
+                    if name == "warren":
+                        extras[app] = warren_extras(server)
+                    elif name == "gunicorn" and app == "flask":
+                        extras["gunicorn_flask_pss_mb"] = gunicorn_pss(server)
+                except Exception as e:  # a peer that fails is reported, not fatal
+                    print(f"   {name} failed: {e}", file=sys.stderr)
+                finally:
+                    server.stop()
+
+    print(f"\nwrk on loopback, {DURATION} s per run, median of {REPEATS}; "
+          f"{WORKERS} worker processes per server; {os.cpu_count()} cores shared with wrk\n")
+    for app in apps:
+        for conns in CONNECTIONS:
+            base = results.get((app, "warren"), {}).get(conns)
+            print(f"### {app}, {conns} connection{'s' if conns > 1 else ''}\n")
+            print("| server | req/s | p50 ms | p99 ms | errors | answered 32/32 | warren / server |")
+            print("|---|---:|---:|---:|---:|---:|---:|")
+            for name in servers:
+                r = results.get((app, name))
+                if not r:
+                    print(f"| {name} | failed | | | | | |")
+                    continue
+                p = r[conns]
+                ratio = base["rps"] / p["rps"] if base and p["rps"] else float("nan")
+                print(f"| {name} | {p['rps']:.0f} | {fmt(p['p50_ms'], 3)} | {fmt(p['p99_ms'], 3)}"
+                      f" | {p['errors']} | {r['answered32']}/32 | {fmt(ratio)}x |")
+            print()
+
+    for app in apps:
+        e = extras.get(app)
+        if not e:
+            continue
+        fork = e["fork_to_ready_ms"]
+        print(f"warren {app}: fork to READY of a zygote child: "
+              + (f"median {statistics.median(fork):.2f} ms over {len(fork)} forks"
+                 if fork else "not reported"))
+        print(f"warren {app}: PSS of idle workers: "
+              + ", ".join(f"{x:.1f} MB" for x in e["worker_pss_mb"])
+              + "; zygote: " + ", ".join(f"{x:.1f} MB" for x in e["zygote_pss_mb"]))
+    if extras.get("gunicorn_flask_pss_mb"):
+        print("gunicorn flask: PSS of idle workers: "
+              + ", ".join(f"{x:.1f} MB" for x in extras["gunicorn_flask_pss_mb"]))
+
+    os.makedirs(os.path.join(ROOT, ".bench"), exist_ok=True)
+    with open(os.path.join(ROOT, ".bench", "results.json"), "w") as f:
+        json.dump({"results": {f"{a}/{n}": r for (a, n), r in results.items()},
+                   "extras": extras, "duration_s": DURATION, "repeats": REPEATS}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
