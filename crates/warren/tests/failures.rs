@@ -232,6 +232,49 @@ fn oversized_request_head_gets_431() {
     w.stop();
 }
 
+/// A request head of exactly `size` bytes: many short `Xn:v` lines (no space after the colon,
+/// as HTTP allows) and one padding line, each header value padded with `pad` spaces on both
+/// sides (whitespace the parser strips, but bytes the client sent all the same).
+fn head_of(size: usize, pad: usize) -> String {
+    let spaces = " ".repeat(pad);
+    let mut head = format!("GET /hello HTTP/1.1\r\nHost: {GOOD}\r\n");
+    let mut i = 0;
+    loop {
+        let line = format!("X{i}:{spaces}v{spaces}\r\n");
+        if head.len() + line.len() + 64 > size {
+            break;
+        }
+        head.push_str(&line);
+        i += 1;
+    }
+    let fill = size - head.len() - "Y:\r\n\r\n".len();
+    head.push_str(&format!("Y:{}\r\n\r\n", "y".repeat(fill)));
+    assert_eq!(head.len(), size);
+    head
+}
+
+#[test]
+fn the_head_limit_counts_the_bytes_sent() {
+    // max_header_bytes bounds the head as it arrives, whatever its layout: compact header
+    // lines count for what they are, and so does whitespace around values.
+    let w = start_good("max_header_bytes = 8192", "");
+    for (size, pad, want) in [
+        (8192usize, 0usize, 200u16),
+        (8193, 0, 431),
+        (8192, 20, 200),
+        (8193, 20, 431),
+        (12_000, 200, 431),
+    ] {
+        let mut c = w.client(GOOD);
+        let resp = c.roundtrip(head_of(size, pad).as_bytes(), "GET").unwrap();
+        assert_eq!(
+            resp.status, want,
+            "a head of {size} bytes ({pad} spaces around each value)"
+        );
+    }
+    w.stop();
+}
+
 #[test]
 fn oversized_content_length_gets_413_before_the_body_is_sent() {
     let w = start_good("", "max_body_mb = 1");
@@ -403,21 +446,22 @@ fn errors_made_by_the_front_carry_a_request_id() {
         "404 without x-request-id"
     );
 
-    let mut c = w.client(GOOD);
-    c.send(
-        format!(
-            "GET /hello HTTP/1.1\r\nHost: {GOOD}\r\nX-Big: {}\r\n\r\n",
-            "b".repeat(20_000)
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let resp = c.read_response("GET").unwrap();
-    assert_eq!(resp.status, 431);
-    assert!(
-        resp.header("x-request-id").is_some(),
-        "431 without x-request-id"
-    );
+    for size in [20_000, 200_000] {
+        let mut c = w.client(GOOD);
+        let _ = c.send(
+            format!(
+                "GET /hello HTTP/1.1\r\nHost: {GOOD}\r\nX-Big: {}\r\n\r\n",
+                "b".repeat(size)
+            )
+            .as_bytes(),
+        );
+        let resp = c.read_response("GET").unwrap();
+        assert_eq!(resp.status, 431);
+        assert!(
+            resp.header("x-request-id").is_some(),
+            "431 for a {size}-byte header without x-request-id"
+        );
+    }
     w.stop();
 }
 

@@ -367,6 +367,52 @@ fn close_is_called_when_the_client_disconnects_mid_body() {
 }
 
 #[test]
+fn write_fails_once_the_client_has_left() {
+    // An app that streams with write() learns that its client is gone the way a socket
+    // would tell it: write() raises, instead of the worker writing into the void forever.
+    let w = start();
+    let mut c = w.client(HOST);
+    c.send(format!("GET /write-endless HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut got = 0usize;
+    let mut buf = [0u8; 16 * 1024];
+    while got < 200 * 1024 {
+        let n = c
+            .stream()
+            .read(&mut buf)
+            .expect("reading the streamed body");
+        assert!(n > 0, "the server ended the endless body");
+        got += n;
+    }
+    c.close();
+    let mut probe = w.client(HOST);
+    probe.set_read_timeout(Duration::from_secs(15));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline && !last.contains("write-raised=1") {
+        let resp = probe
+            .roundtrip(
+                format!("GET /closes HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes(),
+                "GET",
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "no answer from the app after the client of a write() stream left ({e}): its \
+                     only worker is still writing a body nobody reads"
+                )
+            });
+        last = resp.text();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        last.contains("write-raised=1"),
+        "write() did not fail after the client left (closes: {last:?})"
+    );
+    drop(probe);
+    w.stop();
+}
+
+#[test]
 fn close_is_called_after_a_head_request_on_a_streamed_body() {
     // A HEAD response has no body, so nobody will ever read what the app yields: the server
     // should stop iterating and call close() rather than run the generator to its end.

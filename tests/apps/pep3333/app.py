@@ -175,6 +175,21 @@ def endless(limit_s):
         yield chunk
 
 
+def write_endless(environ, start_response):
+    """Streams with write() until it fails (or 30 s pass): the legacy way to stream."""
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    chunk = b"w" * 65536
+    deadline = time.monotonic() + 30.0
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+            write(chunk)
+    except Exception:
+        record_close("write-raised")
+        raise
+    return []
+
+
 def close_route(environ, start_response):
     kind = environ["PATH_INFO"].rsplit("/", 1)[-1]
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -355,6 +370,7 @@ ROUTES = {
     "exc-after": exc_info_after_headers,
     "twice": start_response_twice,
     "write": write_callable,
+    "write-endless": write_endless,
     "lazy-start": lazy_start,
     "close": close_route,
     "closes": closes,
