@@ -83,9 +83,11 @@ pub async fn run(listener: TcpListener, front: Arc<Front>, shutdown: impl Future
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(front.header_timeout)
-        // hyper refuses heads past this buffer on its own (before there is a request to give an
-        // id); `route` refuses those past the configured limit with a 431 that carries one.
-        .max_buf_size((front.max_header_bytes * 2).max(64 * 1024))
+        // hyper counts the head's bytes as they arrived and answers 431 itself when there are
+        // more than the limit: before there is a request, and so a request id. Its read
+        // buffer must hold one byte more than the limit for that count to be exact.
+        .max_header_size(front.max_header_bytes)
+        .max_buf_size((front.max_header_bytes + 1).max(64 * 1024))
         .keep_alive(true);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -116,7 +118,11 @@ pub async fn run(listener: TcpListener, front: Arc<Front>, shutdown: impl Future
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
+                if e.is_parse_too_large() {
+                    tracing::info!(%remote, "request head too large: answered 431");
+                } else {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                }
             }
         });
     }
@@ -174,31 +180,12 @@ async fn handle(front: &Front, info: ConnInfo, req: Request<Incoming>) -> Respon
     resp
 }
 
-/// Size of the request head as sent: request line and header lines.
-fn head_size(req: &Request<Incoming>) -> usize {
-    let line = req.method().as_str().len() + req.uri().path().len() + 12;
-    let query = req.uri().query().map_or(0, |q| q.len() + 1);
-    let headers: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
-    // The blank line that ends the head.
-    line + query + headers + 2
-}
-
 async fn route(
     front: &Front,
     info: ConnInfo,
     id: u64,
     req: Request<Incoming>,
 ) -> Response<FrontBody> {
-    if head_size(&req) > front.max_header_bytes {
-        return rescue::plain(
-            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "the request head is too large\n",
-        );
-    }
     let Some(host) = request_host(&req) else {
         return rescue::plain(
             http::StatusCode::BAD_REQUEST,

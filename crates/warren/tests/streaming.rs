@@ -261,3 +261,35 @@ fn expect_100_continue_before_an_upload() {
     drop(c);
     w.stop();
 }
+
+#[test]
+fn an_upload_cut_short_frees_the_worker() {
+    // The client announces 100 MiB, sends 1 MiB and hangs up. The app, blocked reading
+    // wsgi.input, must get an error rather than wait forever, and its only worker must be
+    // free for the next request.
+    let w = start();
+    let mut c = w.client(HOST);
+    let head = c.head_bytes("POST", "/upload", &[], Some(TOTAL));
+    c.send(&head).unwrap();
+    c.send(&vec![b'c'; MIB]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    c.close();
+
+    let mut probe = w.client(HOST);
+    probe.set_read_timeout(std::time::Duration::from_secs(15));
+    let resp = probe
+        .roundtrip(
+            format!("GET /rss HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes(),
+            "GET",
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "no answer after an upload was cut short ({e}): the worker is still waiting \
+                 for the rest of the body; log:\n{}",
+                w.logs()
+            )
+        });
+    assert_eq!(resp.status, 200);
+    drop(probe);
+    w.stop();
+}
