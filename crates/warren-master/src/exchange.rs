@@ -38,6 +38,23 @@ use crate::body::{BodyError, ResponseBody};
 /// Response frames buffered between the worker and a slow client, per request.
 const CHANNEL_CHUNKS: usize = 4;
 
+/// Unread request body the front still reads and drops after the app answered without it,
+/// so the client's connection can be kept alive; a longer rest closes the connection.
+const DISCARD_MAX: u64 = 1024 * 1024;
+/// How long that draining may take.
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What the pump tells the reader while both run.
+#[derive(Default)]
+struct PumpState {
+    /// The body went past the app's limit: the response becomes a 413.
+    too_large: AtomicBool,
+    /// The whole body was read from the client.
+    done: AtomicBool,
+    /// Body bytes read from the client so far.
+    sent: std::sync::atomic::AtomicU64,
+}
+
 /// A `CANCEL` frame, ready to write.
 const CANCEL: [u8; FRAME_HEADER] = [Kind::Cancel as u8, 0, 0, 0, 0];
 
@@ -302,6 +319,7 @@ pub(crate) async fn with_body<B>(
     mut w: WorkerConn,
     frame: Bytes,
     body: B,
+    declared: Option<u64>,
 ) -> Result<Response<ResponseBody>, DispatchError>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -314,7 +332,7 @@ where
     }
     let (head_tx, head_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-    tokio::spawn(drive(app.clone(), w, body, head_tx, tx));
+    tokio::spawn(drive(app.clone(), w, body, declared, head_tx, tx));
     match head_rx.await {
         Ok(Ok(parts)) => Ok(Response::from_parts(parts, ResponseBody::Stream(rx))),
         Ok(Err(e)) => Err(e),
@@ -332,6 +350,7 @@ async fn drive<B>(
     app: Arc<AppState>,
     mut w: WorkerConn,
     body: B,
+    declared: Option<u64>,
     head_tx: HeadSender,
     tx: mpsc::Sender<Result<Bytes, BodyError>>,
 ) where
@@ -341,11 +360,11 @@ async fn drive<B>(
     let pid = w.pid;
     let limit = app.config.max_body_bytes;
     let stop = Notify::new();
-    let too_large = AtomicBool::new(false);
+    let state = PumpState::default();
     let WorkerConn { stream, rbuf, .. } = &mut w;
     let (mut rd, mut wr) = stream.split();
     let (outcome, pumped) = {
-        let mut pump = std::pin::pin!(pump(&mut wr, body, limit, &stop, &too_large));
+        let mut pump = std::pin::pin!(pump(&mut wr, body, limit, &stop, &state));
         let mut read = std::pin::pin!(forward(
             &app,
             pid,
@@ -353,7 +372,7 @@ async fn drive<B>(
             rbuf,
             Some(head_tx),
             &tx,
-            Some(&too_large)
+            Some((&state, declared)),
         ));
         let mut pumped = None;
         let outcome = loop {
@@ -371,7 +390,11 @@ async fn drive<B>(
         };
         (outcome, pumped)
     };
-    let reusable = pumped.is_ok()
+    let (pump_ok, rest) = match pumped {
+        Ok(rest) => (true, rest),
+        Err(_) => (false, None),
+    };
+    let reusable = pump_ok
         && match outcome {
             Forwarded::Ended => true,
             Forwarded::Broken => false,
@@ -382,6 +405,22 @@ async fn drive<B>(
     if reusable {
         app.checkin(w);
     }
+    if let Some(mut rest) = rest {
+        // The worker is free already; reading the rest keeps the client's connection usable.
+        let mut left = DISCARD_MAX;
+        let drain = async {
+            while let Some(Ok(frame)) =
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut rest).poll_frame(cx)).await
+            {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                left = left.saturating_sub(n);
+                if left == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+    }
 }
 
 /// Copies the client's body to the worker. Stops at a frame boundary when `stop` fires, and
@@ -391,8 +430,8 @@ async fn pump<W, B>(
     mut body: B,
     limit: u64,
     stop: &Notify,
-    too_large: &AtomicBool,
-) -> io::Result<()>
+    state: &PumpState,
+) -> io::Result<Option<B>>
 where
     W: AsyncWrite + Unpin,
     B: Body<Data = Bytes> + Unpin,
@@ -400,16 +439,17 @@ where
 {
     let mut sent = 0u64;
     let mut hdr = Vec::with_capacity(FRAME_HEADER);
+    let mut rest = None;
     let end = loop {
         if body.is_end_stream() {
             break (Kind::BodyEnd, String::new());
         }
         let frame = tokio::select! {
             biased;
-            () = stop.notified() => break (
-                Kind::BodyAbort,
-                "the response ended before the body was read".to_owned(),
-            ),
+            () = stop.notified() => {
+                rest = Some(());
+                break (Kind::BodyAbort, "the response ended before the body was read".to_owned())
+            }
             f = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)) => f,
         };
         let mut data = match frame {
@@ -421,8 +461,9 @@ where
             },
         };
         sent += data.len() as u64;
+        state.sent.store(sent, Relaxed);
         if sent > limit {
-            too_large.store(true, Relaxed);
+            state.too_large.store(true, Relaxed);
             break (
                 Kind::BodyAbort,
                 format!("the body exceeds the limit of {limit} bytes"),
@@ -436,9 +477,13 @@ where
             wr.write_all(&piece).await?;
         }
     };
+    if end.0 == Kind::BodyEnd {
+        state.done.store(true, Relaxed);
+    }
     let mut last = Vec::with_capacity(FRAME_HEADER + end.1.len());
     put_frame(&mut last, end.0, end.1.as_bytes());
-    wr.write_all(&last).await
+    wr.write_all(&last).await?;
+    Ok(rest.map(|()| body))
 }
 
 /// How forwarding a response ended.
@@ -461,7 +506,7 @@ async fn forward<R: AsyncRead + Unpin>(
     rbuf: &mut BytesMut,
     mut head_tx: Option<HeadSender>,
     tx: &mpsc::Sender<Result<Bytes, BodyError>>,
-    too_large: Option<&AtomicBool>,
+    pumping: Option<(&PumpState, Option<u64>)>,
 ) -> Forwarded {
     loop {
         let (kind, payload) = match read_frame(rd, rbuf).await {
@@ -487,12 +532,30 @@ async fn forward<R: AsyncRead + Unpin>(
         };
         match kind {
             Kind::RespHead if head_tx.is_some() => {
-                let parts = if too_large.is_some_and(|t| t.load(Relaxed)) {
-                    Err(DispatchError::BodyTooLarge {
-                        limit: app.config.max_body_bytes,
-                    })
-                } else {
-                    response_parts(app.name(), &payload)
+                let parts = match pumping {
+                    Some((state, _)) if state.too_large.load(Relaxed) => {
+                        Err(DispatchError::BodyTooLarge {
+                            limit: app.config.max_body_bytes,
+                        })
+                    }
+                    Some((state, declared)) => {
+                        response_parts(app.name(), &payload).map(|mut parts| {
+                            // The app answers before the client finished sending its body. A
+                            // short rest is read and dropped afterwards; a long or unknown one
+                            // would make hyper close the connection after a response that
+                            // promised keep-alive, so say so up front.
+                            let unread =
+                                declared.map(|d| d.saturating_sub(state.sent.load(Relaxed)));
+                            if !state.done.load(Relaxed) && unread.is_none_or(|u| u > DISCARD_MAX) {
+                                parts.headers.insert(
+                                    http::header::CONNECTION,
+                                    HeaderValue::from_static("close"),
+                                );
+                            }
+                            parts
+                        })
+                    }
+                    None => response_parts(app.name(), &payload),
                 };
                 let client_waits = head_tx.take().expect("checked").send(parts).is_ok();
                 if !client_waits {

@@ -179,7 +179,10 @@ impl Master {
                 None => {
                     exchange::without_body(app.clone(), worker, frame.clone(), head_request).await
                 }
-                Some(b) => exchange::with_body(app.clone(), worker, frame.clone(), b).await,
+                Some(b) => {
+                    exchange::with_body(app.clone(), worker, frame.clone(), b, head.content_length)
+                        .await
+                }
             };
             match result {
                 // Only a request without a body can be retried: a body is consumed once.

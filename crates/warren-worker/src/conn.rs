@@ -30,8 +30,10 @@ enum Body {
 
 pub struct Conn {
     sock: UnixStream,
+    /// Read buffer: bytes `rpos..rend` are received and not yet consumed.
     rbuf: Vec<u8>,
     rpos: usize,
+    rend: usize,
     wbuf: Vec<u8>,
     body: Body,
 }
@@ -44,41 +46,49 @@ impl Conn {
     pub fn new(sock: UnixStream) -> Conn {
         Conn {
             sock,
-            rbuf: Vec::with_capacity(READ_BUF),
+            rbuf: vec![0; READ_BUF],
             rpos: 0,
+            rend: 0,
             wbuf: Vec::with_capacity(WRITE_HIGH_WATER),
             body: Body::Done,
         }
     }
 
     fn buffered(&self) -> &[u8] {
-        &self.rbuf[self.rpos..]
+        &self.rbuf[self.rpos..self.rend]
+    }
+
+    /// Makes room for at least `want` more bytes after `rend`: moves what is buffered to the
+    /// front, and grows the buffer only for a frame larger than it. The buffer is never
+    /// shrunk or zero-filled again, so a read costs no memset.
+    fn make_room(&mut self, want: usize) {
+        if self.rpos == self.rend {
+            self.rpos = 0;
+            self.rend = 0;
+        }
+        if self.rbuf.len() - self.rend < want.max(4096) {
+            self.rbuf.copy_within(self.rpos..self.rend, 0);
+            self.rend -= self.rpos;
+            self.rpos = 0;
+            if self.rbuf.len() - self.rend < want {
+                self.rbuf.resize(self.rend + want, 0);
+            }
+        }
     }
 
     /// Reads more bytes from the socket; `Ok(false)` at end of stream.
     fn fill(&mut self, want: usize) -> io::Result<bool> {
-        if self.rpos == self.rbuf.len() {
-            self.rbuf.clear();
-            self.rpos = 0;
-        } else if self.rpos > 0 && self.rbuf.capacity() - self.rbuf.len() < want {
-            self.rbuf.drain(..self.rpos);
-            self.rpos = 0;
-        }
-        let len = self.rbuf.len();
-        let room = want.max(READ_BUF);
-        self.rbuf.resize(len + room, 0);
-        let n = loop {
-            match self.sock.read(&mut self.rbuf[len..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.rbuf.truncate(len);
-                    return Err(e);
+        self.make_room(want);
+        loop {
+            match self.sock.read(&mut self.rbuf[self.rend..]) {
+                Ok(n) => {
+                    self.rend += n;
+                    return Ok(n > 0);
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
-        };
-        self.rbuf.truncate(len + n);
-        Ok(n > 0)
+        }
     }
 
     /// Reads the next frame header; `Ok(None)` if the stream ends cleanly before it.
@@ -229,19 +239,14 @@ impl Conn {
 
     /// Reads whatever has arrived, without waiting.
     fn fill_nonblocking(&mut self) {
-        if self.rpos > 0 {
-            self.rbuf.drain(..self.rpos);
-            self.rpos = 0;
-        }
-        let len = self.rbuf.len();
-        self.rbuf.resize(len + READ_BUF, 0);
-        let n = nix::sys::socket::recv(
+        self.make_room(READ_BUF);
+        if let Ok(n) = nix::sys::socket::recv(
             self.sock.as_raw_fd(),
-            &mut self.rbuf[len..],
+            &mut self.rbuf[self.rend..],
             nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-        )
-        .unwrap_or(0);
-        self.rbuf.truncate(len + n);
+        ) {
+            self.rend += n;
+        }
     }
 
     /// Queues a frame for sending.
