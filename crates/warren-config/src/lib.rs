@@ -66,6 +66,9 @@ pub struct Server {
     pub max_header_bytes: usize,
     /// Time a client has to send the whole request head (slowloris bound).
     pub header_timeout: Duration,
+    /// Longest pause allowed between two pieces of a request body: a client that stalls
+    /// mid-body gets 408 instead of holding a worker.
+    pub body_timeout: Duration,
     /// Threads of the front and master. The workers need the cores more: by default half of
     /// them, at least one.
     pub threads: usize,
@@ -128,6 +131,8 @@ struct ServerFile {
     max_header_bytes: usize,
     #[serde(default = "default_header_timeout_s")]
     header_timeout_s: f64,
+    #[serde(default = "default_body_timeout_s")]
+    body_timeout_s: f64,
     threads: Option<usize>,
 }
 
@@ -137,6 +142,7 @@ impl Default for ServerFile {
             listen: default_listen(),
             max_header_bytes: default_max_header_bytes(),
             header_timeout_s: default_header_timeout_s(),
+            body_timeout_s: default_body_timeout_s(),
             threads: None,
         }
     }
@@ -150,6 +156,9 @@ fn default_max_header_bytes() -> usize {
 }
 fn default_header_timeout_s() -> f64 {
     10.0
+}
+fn default_body_timeout_s() -> f64 {
+    30.0
 }
 
 #[derive(Deserialize)]
@@ -258,6 +267,8 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
     }
     let header_timeout = seconds(raw.server.header_timeout_s)
         .ok_or_else(|| invalid("server.header_timeout_s".into(), "must be > 0".into()))?;
+    let body_timeout = seconds(raw.server.body_timeout_s)
+        .ok_or_else(|| invalid("server.body_timeout_s".into(), "must be > 0".into()))?;
 
     let threads = match raw.server.threads {
         Some(0) => {
@@ -394,6 +405,7 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             listen,
             max_header_bytes: raw.server.max_header_bytes,
             header_timeout,
+            body_timeout,
             threads,
         },
         apps,

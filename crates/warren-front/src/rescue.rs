@@ -45,6 +45,10 @@ pub fn dispatch_error(id: u64, app: &str, err: &DispatchError) -> Response<Front
                 "the app's worker failed while handling the request\n".to_owned(),
             )
         }
+        DispatchError::BodyTimeout(_) => {
+            tracing::info!(request_id = %rid, app, error = %err, "slow request body");
+            (StatusCode::REQUEST_TIMEOUT, format!("{err}\n"))
+        }
         DispatchError::BodyTooLarge { .. } => {
             tracing::info!(request_id = %rid, app, error = %err, "body too large");
             (StatusCode::PAYLOAD_TOO_LARGE, format!("{err}\n"))

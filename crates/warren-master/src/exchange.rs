@@ -44,11 +44,24 @@ const DISCARD_MAX: u64 = 1024 * 1024;
 /// How long that draining may take.
 const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Bounds on a request body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimits {
+    /// The `Content-Length`, if the body has one.
+    pub declared: Option<u64>,
+    /// The app's `max_body_mb`, in bytes.
+    pub max: u64,
+    /// Longest pause between two pieces of the body.
+    pub idle: std::time::Duration,
+}
+
 /// What the pump tells the reader while both run.
 #[derive(Default)]
 struct PumpState {
     /// The body went past the app's limit: the response becomes a 413.
     too_large: AtomicBool,
+    /// The client stopped sending the body: the response becomes a 408.
+    timed_out: AtomicBool,
     /// The whole body was read from the client.
     done: AtomicBool,
     /// Body bytes read from the client so far.
@@ -319,7 +332,7 @@ pub(crate) async fn with_body<B>(
     mut w: WorkerConn,
     frame: Bytes,
     body: B,
-    declared: Option<u64>,
+    limits: BodyLimits,
 ) -> Result<Response<ResponseBody>, DispatchError>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -332,7 +345,7 @@ where
     }
     let (head_tx, head_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-    tokio::spawn(drive(app.clone(), w, body, declared, head_tx, tx));
+    tokio::spawn(drive(app.clone(), w, body, limits, head_tx, tx));
     match head_rx.await {
         Ok(Ok(parts)) => Ok(Response::from_parts(parts, ResponseBody::Stream(rx))),
         Ok(Err(e)) => Err(e),
@@ -350,7 +363,7 @@ async fn drive<B>(
     app: Arc<AppState>,
     mut w: WorkerConn,
     body: B,
-    declared: Option<u64>,
+    limits: BodyLimits,
     head_tx: HeadSender,
     tx: mpsc::Sender<Result<Bytes, BodyError>>,
 ) where
@@ -358,13 +371,12 @@ async fn drive<B>(
     B::Error: std::fmt::Display + Send,
 {
     let pid = w.pid;
-    let limit = app.config.max_body_bytes;
     let stop = Notify::new();
     let state = PumpState::default();
     let WorkerConn { stream, rbuf, .. } = &mut w;
     let (mut rd, mut wr) = stream.split();
     let (outcome, pumped) = {
-        let mut pump = std::pin::pin!(pump(&mut wr, body, limit, &stop, &state));
+        let mut pump = std::pin::pin!(pump(&mut wr, body, limits, &stop, &state));
         let mut read = std::pin::pin!(forward(
             &app,
             pid,
@@ -372,7 +384,7 @@ async fn drive<B>(
             rbuf,
             Some(head_tx),
             &tx,
-            Some((&state, declared)),
+            Some((&state, limits)),
         ));
         let mut pumped = None;
         let outcome = loop {
@@ -428,7 +440,7 @@ async fn drive<B>(
 async fn pump<W, B>(
     wr: &mut W,
     mut body: B,
-    limit: u64,
+    limits: BodyLimits,
     stop: &Notify,
     state: &PumpState,
 ) -> io::Result<Option<B>>
@@ -450,7 +462,17 @@ where
                 rest = Some(());
                 break (Kind::BodyAbort, "the response ended before the body was read".to_owned())
             }
-            f = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)) => f,
+            f = tokio::time::timeout(
+                limits.idle,
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)),
+            ) => f,
+        };
+        let Ok(frame) = frame else {
+            state.timed_out.store(true, Relaxed);
+            break (
+                Kind::BodyAbort,
+                format!("the client sent no body data for {:?}", limits.idle),
+            );
         };
         let mut data = match frame {
             None => break (Kind::BodyEnd, String::new()),
@@ -462,11 +484,11 @@ where
         };
         sent += data.len() as u64;
         state.sent.store(sent, Relaxed);
-        if sent > limit {
+        if sent > limits.max {
             state.too_large.store(true, Relaxed);
             break (
                 Kind::BodyAbort,
-                format!("the body exceeds the limit of {limit} bytes"),
+                format!("the body exceeds the limit of {} bytes", limits.max),
             );
         }
         while !data.is_empty() {
@@ -506,7 +528,7 @@ async fn forward<R: AsyncRead + Unpin>(
     rbuf: &mut BytesMut,
     mut head_tx: Option<HeadSender>,
     tx: &mpsc::Sender<Result<Bytes, BodyError>>,
-    pumping: Option<(&PumpState, Option<u64>)>,
+    pumping: Option<(&PumpState, BodyLimits)>,
 ) -> Forwarded {
     loop {
         let (kind, payload) = match read_frame(rd, rbuf).await {
@@ -538,14 +560,18 @@ async fn forward<R: AsyncRead + Unpin>(
                             limit: app.config.max_body_bytes,
                         })
                     }
-                    Some((state, declared)) => {
+                    Some((state, limits)) if state.timed_out.load(Relaxed) => {
+                        Err(DispatchError::BodyTimeout(limits.idle))
+                    }
+                    Some((state, limits)) => {
                         response_parts(app.name(), &payload).map(|mut parts| {
                             // The app answers before the client finished sending its body. A
                             // short rest is read and dropped afterwards; a long or unknown one
                             // would make hyper close the connection after a response that
                             // promised keep-alive, so say so up front.
-                            let unread =
-                                declared.map(|d| d.saturating_sub(state.sent.load(Relaxed)));
+                            let unread = limits
+                                .declared
+                                .map(|d| d.saturating_sub(state.sent.load(Relaxed)));
                             if !state.done.load(Relaxed) && unread.is_none_or(|u| u > DISCARD_MAX) {
                                 parts.headers.insert(
                                     http::header::CONNECTION,

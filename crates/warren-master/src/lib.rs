@@ -65,6 +65,9 @@ pub enum DispatchError {
     /// 413.
     #[error("the request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    /// 408: the client stopped sending its body.
+    #[error("the client sent no body data for {0:?}")]
+    BodyTimeout(Duration),
 }
 
 impl DispatchError {
@@ -104,6 +107,8 @@ impl Drop for InFlight<'_> {
 /// All apps' pools and supervisors.
 pub struct Master {
     apps: Vec<Arc<AppState>>,
+    /// Longest pause between two pieces of a request body.
+    body_timeout: Duration,
     shutdown: watch::Sender<bool>,
     supervisors: JoinSet<()>,
 }
@@ -129,6 +134,7 @@ impl Master {
         }
         Master {
             apps,
+            body_timeout: config.server.body_timeout,
             shutdown,
             supervisors,
         }
@@ -180,8 +186,12 @@ impl Master {
                     exchange::without_body(app.clone(), worker, frame.clone(), head_request).await
                 }
                 Some(b) => {
-                    exchange::with_body(app.clone(), worker, frame.clone(), b, head.content_length)
-                        .await
+                    let limits = exchange::BodyLimits {
+                        declared: head.content_length,
+                        max: app.config.max_body_bytes,
+                        idle: self.body_timeout,
+                    };
+                    exchange::with_body(app.clone(), worker, frame.clone(), b, limits).await
                 }
             };
             match result {

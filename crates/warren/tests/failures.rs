@@ -582,3 +582,28 @@ fn a_killed_zygote_is_restarted_and_the_app_recovers() {
     );
     w.stop();
 }
+
+#[test]
+fn a_client_stalling_mid_body_gets_408_and_frees_the_worker() {
+    let w = start_good("body_timeout_s = 1", "");
+    let mut c = w.client(GOOD);
+    // Half of a promised body, then nothing.
+    c.send(
+        format!(
+            "POST /read HTTP/1.1\r\nHost: {GOOD}\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: 1000\r\n\r\n{}",
+            "h".repeat(500)
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    c.set_read_timeout(std::time::Duration::from_secs(20));
+    let resp = c
+        .read_response("POST")
+        .expect("no answer to a stalled body");
+    assert_eq!(resp.status, 408, "{}", resp.text());
+    // The only worker is free again.
+    let resp = w.get(GOOD, "/hello");
+    assert_eq!(resp.status, 200);
+    w.stop();
+}
