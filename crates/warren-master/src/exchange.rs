@@ -201,7 +201,10 @@ impl Drop for Exchange {
     fn drop(&mut self) {
         if let Some(w) = self.w.take() {
             let rest = self.frame.slice(self.written..);
-            tokio::spawn(recover(self.app.clone(), w, rest));
+            // While the runtime shuts down there is nothing to recover the worker for.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(recover(self.app.clone(), w, rest));
+            }
         }
     }
 }
