@@ -17,6 +17,7 @@ use warren_config::App;
 
 use crate::DispatchError;
 use crate::queue::Queue;
+use crate::ratelimit::{APP_LOG_BURST, APP_LOG_PER_SECOND, TokenBucket};
 use crate::stats::AppStats;
 
 /// The master's connection to one worker process.
@@ -69,6 +70,8 @@ pub struct AppState {
     target: AtomicUsize,
     /// Wakes the supervisor when `target` changed or a worker was lost.
     pub(crate) wake: Notify,
+    /// Budget for log lines this app can cause at will.
+    log_budget: Mutex<TokenBucket>,
 }
 
 impl AppState {
@@ -85,12 +88,39 @@ impl AppState {
             stats: AppStats::default(),
             target: AtomicUsize::new(target),
             wake: Notify::new(),
+            log_budget: Mutex::new(TokenBucket::new(
+                APP_LOG_PER_SECOND,
+                APP_LOG_BURST,
+                Instant::now(),
+            )),
         }
     }
 
     fn pool(&self) -> MutexGuard<'_, Pool> {
         // A panic while holding this lock is a bug; the lists stay consistent either way.
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a log line caused by this app may be written now. When lines were held back
+    /// since the last one, says how many, once.
+    pub fn may_log(&self) -> bool {
+        let taken = self
+            .log_budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(Instant::now());
+        match taken {
+            Some(0) => true,
+            Some(n) => {
+                tracing::warn!(
+                    app = self.name(),
+                    suppressed = n,
+                    "app log lines suppressed (rate limit)"
+                );
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn name(&self) -> &str {

@@ -172,12 +172,14 @@ fn whole_response(
         && let Some(declared) = parts.headers.get(CONTENT_LENGTH)
         && declared.to_str().ok().and_then(|s| s.parse::<u64>().ok()) != Some(actual)
     {
-        tracing::warn!(
-            app = app.name(),
-            declared = ?declared,
-            actual,
-            "the app's Content-Length does not match its body; sending the body's length"
-        );
+        if app.may_log() {
+            tracing::warn!(
+                app = app.name(),
+                declared = ?declared,
+                actual,
+                "the app's Content-Length does not match its body; sending the body's length"
+            );
+        }
         parts
             .headers
             .insert(CONTENT_LENGTH, HeaderValue::from(actual));
@@ -277,6 +279,12 @@ impl Exchange {
                     format!("{kind:?} before the head"),
                 );
                 return Err(worker_failed(&app, w.pid, &e));
+            }
+            // A worker that dies with our request still unread in its socket makes the kernel
+            // reset the connection (a worker that read it and then died gives a clean EOF): the
+            // request never reached the app, so it may run elsewhere.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && w.rbuf.is_empty() => {
+                return Err(worker_gone(&app, w.pid, &e));
             }
             Err(e) => return Err(worker_failed(&app, w.pid, &e)),
         };

@@ -13,6 +13,7 @@ mod app;
 mod body;
 mod exchange;
 pub mod queue;
+pub mod ratelimit;
 mod stats;
 mod zygote;
 

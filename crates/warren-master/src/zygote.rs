@@ -238,10 +238,13 @@ async fn run_zygote(
                     Msg::Exited { pid, status } => {
                         let (clean, how) = describe_wait(status);
                         let lived = started_at.remove(&pid).map(|t| t.elapsed());
-                        if clean {
-                            tracing::info!(app = app.name(), pid, "worker {how}");
-                        } else {
-                            tracing::warn!(app = app.name(), pid, lived_s = lived.map(|d| d.as_secs_f64()), "worker {how}");
+                        if app.may_log() {
+                            let lived_s = lived.map(|d| d.as_secs_f64());
+                            if clean {
+                                tracing::info!(app = app.name(), pid, "worker {how}");
+                            } else {
+                                tracing::warn!(app = app.name(), pid, lived_s, "worker {how}");
+                            }
                         }
                         if !clean && lived.is_none_or(|d| d < CRASH_LOOP_WINDOW) {
                             fork_delay = (fork_delay * 2).clamp(FORK_DELAY_MIN, FORK_DELAY_MAX);
@@ -363,6 +366,9 @@ async fn log_lines<R: AsyncRead + Unpin>(app: Arc<AppState>, stream: &'static st
 }
 
 fn emit_line(app: &AppState, stream: &'static str, line: &[u8], dropped: usize) {
+    if !app.may_log() {
+        return;
+    }
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end_matches('\r');
     if dropped == 0 {

@@ -888,3 +888,30 @@ fn an_overlong_app_log_line_is_one_truncated_event() {
     );
     w.stop();
 }
+
+#[test]
+fn an_app_flooding_its_log_is_rate_limited() {
+    // 20,000 lines at once: warren keeps a burst of them, says how many it dropped, and goes
+    // on serving. A hostile app cannot fill the disk through warren's own log.
+    let w = start();
+    let resp = w.get(HOST, "/log-flood?n=20000");
+    ok(&resp);
+    // A line once the budget has refilled a little is let through and reports the drop.
+    std::thread::sleep(Duration::from_millis(1100));
+    let resp = w.get(HOST, "/errors?marker=after-flood-5521");
+    ok(&resp);
+    assert!(
+        w.wait_for_log_line(Duration::from_secs(10), &["suppressed"]),
+        "no line says app output was suppressed:\n{}",
+        &w.logs()[..w.logs().len().min(2000)]
+    );
+    let kept = w.log_lines(&["flood-line"]).len();
+    assert!(kept >= 100, "only {kept} lines of a burst were kept");
+    assert!(
+        kept < 10_000,
+        "{kept} of 20000 flood lines reached the log: no rate limit"
+    );
+    let resp = w.get(HOST, "/length?size=11");
+    ok(&resp);
+    w.stop();
+}

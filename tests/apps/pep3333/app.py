@@ -242,6 +242,16 @@ def long_log_line(environ, start_response):
     return text(start_response, "logged")
 
 
+def log_flood(environ, start_response):
+    """Writes n short lines to wsgi.errors at once."""
+    q = query(environ)
+    errors = environ["wsgi.errors"]
+    for i in range(int(q["n"])):
+        errors.write(f"flood-line {i}\n")
+    errors.flush()
+    return text(start_response, "flooded")
+
+
 def header_injection(environ, start_response):
     """A header value with CRLF in it: the server must refuse it, not send two headers."""
     start_response("200 OK", [
@@ -376,6 +386,7 @@ ROUTES = {
     "closes": closes,
     "errors": errors_stream,
     "long-log": long_log_line,
+    "log-flood": log_flood,
     "inject": header_injection,
     "error-before": error_before_headers,
     "error-after": error_after_first_chunk,
