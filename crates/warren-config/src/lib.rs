@@ -38,16 +38,6 @@ pub enum ConfigError {
     },
 }
 
-impl ConfigError {
-    /// The dotted key the error is about, if it is about one.
-    pub fn key(&self) -> Option<&str> {
-        match self {
-            ConfigError::Invalid { key, .. } => Some(key),
-            _ => None,
-        }
-    }
-}
-
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -5,8 +5,8 @@
 //! shutdown future (as mini-redis's `run(listener, shutdown)` does). Everything that turns an
 //! error into a status code lives in [`rescue`]; nothing else here invents status codes.
 //!
-//! Limits applied before any app sees a request: the request head's size (431, by hyper's
-//! read buffer bound), the time to send the head (hyper's header timer: the connection is
+//! Limits applied before any app sees a request: the request head's size (431, counted by
+//! hyper's `max_header_size`), the time to send the head (hyper's header timer: the connection is
 //! closed), and the body size (413, from `Content-Length` up front or counted while streaming).
 
 #![forbid(unsafe_code)]
@@ -59,10 +59,6 @@ impl Front {
             header_timeout: config.server.header_timeout,
             next_id: AtomicU64::new(1),
         }
-    }
-
-    pub fn master(&self) -> &Master {
-        &self.master
     }
 
     /// Gives back the master, for its shutdown.
@@ -138,13 +134,13 @@ pub async fn run(listener: TcpListener, front: Arc<Front>, shutdown: impl Future
 }
 
 /// Host without port, lower-cased only when it is not already.
-fn request_host(req: &Request<Incoming>) -> Option<std::borrow::Cow<'_, str>> {
-    let mut hosts = req.headers().get_all(HOST).iter();
+fn request_host(parts: &http::request::Parts) -> Option<std::borrow::Cow<'_, str>> {
+    let mut hosts = parts.headers.get_all(HOST).iter();
     let raw = match (hosts.next(), hosts.next()) {
         (Some(h), None) => h.to_str().ok()?,
         // RFC 9112 §3.2: more than one Host is a bad request, never a choice between apps.
         (Some(_), Some(_)) => return None,
-        (None, _) => req.uri().host()?,
+        (None, _) => parts.uri.host()?,
     };
     let host = match raw.rfind(':') {
         // `[::1]:8080` and `host:8080`, but not a bare IPv6 literal's colons.
@@ -186,7 +182,9 @@ async fn route(
     id: u64,
     req: Request<Incoming>,
 ) -> Response<FrontBody> {
-    let Some(host) = request_host(&req) else {
+    // Split once: the host borrows the head, which then goes on to whoever serves it.
+    let (parts, body) = req.into_parts();
+    let Some(host) = request_host(&parts) else {
         return rescue::plain(
             http::StatusCode::BAD_REQUEST,
             "missing or invalid Host header\n",
@@ -199,11 +197,10 @@ async fn route(
             "no app is served at this host\n",
         );
     };
-    if let Some(dir) = front.routes.static_dir(app, req.uri().path()) {
-        return static_files::serve(dir, req).await;
+    if let Some(dir) = front.routes.static_dir(app, parts.uri.path()) {
+        return static_files::serve(dir, &parts).await;
     }
-    let host = host.into_owned();
-    dispatch(front, info, id, app, &host, req).await
+    dispatch(front, info, id, app, &host, &parts, body).await
 }
 
 async fn dispatch(
@@ -212,9 +209,9 @@ async fn dispatch(
     id: u64,
     app: usize,
     host: &str,
-    req: Request<Incoming>,
+    parts: &http::request::Parts,
+    body: Incoming,
 ) -> Response<FrontBody> {
-    let (parts, body) = req.into_parts();
     let chunked = parts
         .headers
         .get(TRANSFER_ENCODING)

@@ -5,15 +5,13 @@
 
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_NONE_MATCH, LAST_MODIFIED};
 use http::{HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use crate::body::FrontBody;
 use crate::rescue;
 use crate::routes::StaticRoute;
 
-pub async fn serve(route: &StaticRoute, req: Request<Incoming>) -> Response<FrontBody> {
-    let (parts, _body) = req.into_parts();
+pub async fn serve(route: &StaticRoute, parts: &http::request::Parts) -> Response<FrontBody> {
     let path = parts.uri.path();
     let rest = &path[route.prefix.len()..];
     let rest = if rest.is_empty() { "/" } else { rest };

@@ -157,12 +157,8 @@ impl AppState {
                 self.stats.record_dispatch(Duration::ZERO);
                 return Ok(w);
             }
-            if let Health::Broken { reason, until } = &pool.health {
-                return Err(DispatchError::Unavailable {
-                    app: self.name().to_owned(),
-                    reason: reason.clone(),
-                    retry_after: until.saturating_duration_since(Instant::now()),
-                });
+            if let Health::Broken { .. } = &pool.health {
+                return Err(self.unavailable(&pool.health));
             }
             let (tx, rx) = oneshot::channel();
             let now = Instant::now();
@@ -195,7 +191,7 @@ impl AppState {
             }
             Ok(Err(_)) => {
                 waiting.rx = None;
-                Err(self.unavailable())
+                Err(self.unavailable(&self.health()))
             }
             Err(_) => Err(DispatchError::QueueTimeout {
                 app: self.name().to_owned(),
@@ -204,11 +200,12 @@ impl AppState {
         }
     }
 
-    fn unavailable(&self) -> DispatchError {
-        match self.health() {
+    /// The 503 for a request the app cannot take in state `health`.
+    fn unavailable(&self, health: &Health) -> DispatchError {
+        match health {
             Health::Broken { reason, until } => DispatchError::Unavailable {
                 app: self.name().to_owned(),
-                reason,
+                reason: reason.clone(),
                 retry_after: until.saturating_duration_since(Instant::now()),
             },
             _ => DispatchError::Unavailable {

@@ -31,10 +31,6 @@ impl ResponseBody {
         let left = chunks.iter().map(|c| c.len() as u64).sum();
         ResponseBody::Whole { chunks, left }
     }
-
-    pub fn empty() -> Self {
-        ResponseBody::whole(VecDeque::new())
-    }
 }
 
 impl http_body::Body for ResponseBody {

@@ -3,7 +3,7 @@
 //!
 //! Pure: the caller passes the time, so the bucket is tested with made-up instants.
 
-use tokio::time::{Duration, Instant};
+use tokio::time::Instant;
 
 #[derive(Debug)]
 pub struct TokenBucket {
@@ -46,14 +46,10 @@ impl TokenBucket {
 pub const APP_LOG_PER_SECOND: f64 = 200.0;
 pub const APP_LOG_BURST: f64 = 2000.0;
 
-/// How long a quiet app takes to earn its full burst back.
-pub fn refill_time() -> Duration {
-    Duration::from_secs_f64(APP_LOG_BURST / APP_LOG_PER_SECOND)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Duration;
 
     #[test]
     fn burst_then_rate_then_count_of_refused() {
@@ -79,10 +75,5 @@ mod tests {
         check(&mut b, 10_000, Some(0));
         check(&mut b, 10_000, Some(0));
         check(&mut b, 10_000, None);
-    }
-
-    #[test]
-    fn refill_time_matches_the_constants() {
-        assert_eq!(refill_time(), Duration::from_secs(10));
     }
 }

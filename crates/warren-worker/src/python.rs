@@ -7,7 +7,6 @@
 //! (as `python -m venv` would give it), an app without one gets the base site-packages.
 
 use std::ffi::CString;
-use std::path::Path;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
@@ -143,9 +142,4 @@ pub fn to_latin1(s: &str, what: &str) -> PyResult<Vec<u8>> {
                 "{what} {s:?} is not latin-1 (WSGI native strings carry only U+0000..U+00FF)"
             ))
         })
-}
-
-/// Whether `dir` exists (for a clear message before Python's own).
-pub fn dir_exists(dir: &str) -> bool {
-    Path::new(dir).is_dir()
 }

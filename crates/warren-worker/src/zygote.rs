@@ -64,7 +64,7 @@ fn receive(ctl: RawFd) -> Option<(Msg, Option<OwnedFd>)> {
 
 /// Imports the app, then forks workers until the master closes the control socket.
 pub fn run(spec: AppSpec) -> ! {
-    if !python::dir_exists(&spec.dir) {
+    if !std::path::Path::new(&spec.dir).is_dir() {
         eprintln!(
             "warren-worker: app {}: directory {} does not exist",
             spec.name, spec.dir

@@ -85,15 +85,7 @@ workers = 2
 }
 
 fn ok(resp: &Response) {
-    assert_eq!(
-        resp.status,
-        200,
-        "expected 200, got {} {}: {}",
-        resp.status,
-        resp.reason,
-        resp.text()
-    );
-    assert!(resp.complete, "the response body was cut short");
+    resp.assert_ok();
 }
 
 #[test]

@@ -4,8 +4,8 @@
 mod support;
 
 use std::net::TcpStream;
-use std::path::Path;
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 use support::{Client, Warren, fixture, group_members};
 
@@ -28,18 +28,6 @@ workers = 2
     w
 }
 
-fn wait_for_file(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Starts `/block` on a new connection and waits until the app runs it.
 fn hold(w: &Warren, name: &str) -> (Client, std::path::PathBuf) {
     let started = w.dir.path().join(format!("started-{name}"));
@@ -54,7 +42,7 @@ fn hold(w: &Warren, name: &str) -> (Client, std::path::PathBuf) {
         .as_bytes(),
     )
     .unwrap();
-    wait_for_file(&started);
+    w.wait_for_file(&started);
     (c, gate)
 }
 

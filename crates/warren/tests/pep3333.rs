@@ -31,15 +31,7 @@ workers = 1
 }
 
 fn ok(resp: &Response) {
-    assert_eq!(
-        resp.status,
-        200,
-        "expected 200, got {} {}: {}",
-        resp.status,
-        resp.reason,
-        resp.text()
-    );
-    assert!(resp.complete, "the response body was cut short");
+    resp.assert_ok();
 }
 
 /// The app's count of `close()` calls per tag, as `tag=n,...`.

@@ -4,8 +4,8 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use support::{Client, Response, Warren, fixture};
 
@@ -57,7 +57,7 @@ impl Held {
                 .as_bytes(),
             )
             .unwrap();
-        wait_for_file(&started, w);
+        w.wait_for_file(&started);
         Held { client, gate }
     }
 
@@ -66,18 +66,6 @@ impl Held {
         let resp = self.client.read_response("GET").unwrap();
         assert_eq!(resp.status, 200, "{}", resp.text());
         assert_eq!(resp.text(), "released");
-    }
-}
-
-fn wait_for_file(path: &Path, w: &Warren) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the blocking request never started in the worker; log:\n{}",
-            w.logs()
-        );
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -279,7 +267,7 @@ fn a_client_leaving_mid_request_does_not_cost_the_worker() {
         );
         raw.extend_from_slice(body.as_deref().unwrap_or_default());
         c.send(&raw).unwrap();
-        wait_for_file(&started, &w);
+        w.wait_for_file(&started);
         c.close();
         std::thread::sleep(Duration::from_millis(200));
         std::fs::write(&gate, b"").unwrap();

@@ -213,6 +213,21 @@ impl Warren {
         );
     }
 
+    /// Waits until `path` exists (a fixture app creates it when a request reaches it), up to
+    /// 30 s; panics with the log otherwise.
+    pub fn wait_for_file(&self, path: &Path) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !path.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never appeared: the request never reached the app; log:\n{}",
+                path.display(),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A new keep-alive connection that sends `Host: host`.
     pub fn client(&self, host: &str) -> Client {
         Client::connect(self.addr, host)
@@ -428,6 +443,19 @@ impl Response {
             .filter(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
             .collect()
+    }
+
+    /// Asserts a complete 200, showing what came instead.
+    pub fn assert_ok(&self) {
+        assert_eq!(
+            self.status,
+            200,
+            "expected 200, got {} {}: {}",
+            self.status,
+            self.reason,
+            self.text()
+        );
+        assert!(self.complete, "the response body was cut short");
     }
 
     pub fn text(&self) -> String {
