@@ -62,6 +62,8 @@ pub struct Server {
     /// Threads of the front and master. The workers need the cores more: by default half of
     /// them, at least one.
     pub threads: usize,
+    /// First uid of the per-app unprivileged ids (see [`App::uid`]).
+    pub sandbox_uid_base: u32,
 }
 
 /// `[apps.NAME]`: one WSGI app.
@@ -88,7 +90,52 @@ pub struct App {
     pub queue_timeout: Duration,
     /// Largest request body accepted; larger gets 413.
     pub max_body_bytes: u64,
+    /// `[apps.NAME.limits]`: resources of the app's processes together.
+    pub limits: Limits,
+    /// `[apps.NAME.sandbox]`: how its processes are confined.
+    pub sandbox: Sandbox,
+    /// The unprivileged uid (and gid) outside that root inside the app's sandbox maps to:
+    /// `server.sandbox_uid_base` plus the app's position in name order.
+    pub uid: u32,
 }
+
+/// `[apps.NAME.limits]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory of all the app's processes, swap included.
+    pub memory_bytes: u64,
+    /// CPU time, in percent of one core, of all its processes together.
+    pub cpu_percent: u32,
+    /// Processes and threads (`pids.max`).
+    pub pids: u32,
+    /// Size of the app's private `/tmp`.
+    pub tmp_bytes: u64,
+    /// Open files per process.
+    pub nofile: u64,
+    /// Largest file a process may write.
+    pub fsize_bytes: u64,
+    /// Whether workers may start threads (SAE: no).
+    pub threads: bool,
+}
+
+/// `[apps.NAME.sandbox]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    /// `false` runs the app unconfined (for comparisons and debugging; logged as a warning).
+    pub enabled: bool,
+    /// PEP 578 audit hooks that explain refusals as Python exceptions.
+    pub python_guards: bool,
+    /// Mechanisms the app may run without where the kernel lacks them (default: none, so an
+    /// app refuses to start rather than run less confined than configured).
+    pub optional: Vec<String>,
+    /// Extra directories bound read-only, at their own paths.
+    pub readable: Vec<PathBuf>,
+    /// Directories bound read-write, at their own paths.
+    pub writable: Vec<PathBuf>,
+}
+
+/// The mechanisms `sandbox.optional` may name.
+pub const MECHANISMS: [&str; 5] = ["cgroups", "namespaces", "landlock", "seccomp", "rlimits"];
 
 /// One `static` entry of an app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +171,12 @@ struct ServerFile {
     #[serde(default = "default_body_timeout_s")]
     body_timeout_s: f64,
     threads: Option<usize>,
+    #[serde(default = "default_uid_base")]
+    sandbox_uid_base: u32,
+}
+
+fn default_uid_base() -> u32 {
+    200_000
 }
 
 impl Default for ServerFile {
@@ -134,6 +187,7 @@ impl Default for ServerFile {
             header_timeout_s: default_header_timeout_s(),
             body_timeout_s: default_body_timeout_s(),
             threads: None,
+            sandbox_uid_base: default_uid_base(),
         }
     }
 }
@@ -168,6 +222,58 @@ struct AppFile {
     queue_timeout_s: f64,
     #[serde(default = "default_max_body_mb")]
     max_body_mb: f64,
+    #[serde(default)]
+    limits: LimitsFile,
+    #[serde(default)]
+    sandbox: SandboxFile,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LimitsFile {
+    memory_mb: u64,
+    cpu_percent: u32,
+    pids: u32,
+    tmp_mb: u64,
+    nofile: u64,
+    fsize_mb: Option<u64>,
+    threads: bool,
+}
+
+impl Default for LimitsFile {
+    fn default() -> Self {
+        LimitsFile {
+            memory_mb: 256,
+            cpu_percent: 100,
+            pids: 128,
+            tmp_mb: 16,
+            nofile: 1024,
+            fsize_mb: None,
+            threads: false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SandboxFile {
+    enabled: bool,
+    python_guards: bool,
+    optional: Vec<String>,
+    readable: Vec<String>,
+    writable: Vec<String>,
+}
+
+impl Default for SandboxFile {
+    fn default() -> Self {
+        SandboxFile {
+            enabled: true,
+            python_guards: true,
+            optional: Vec::new(),
+            readable: Vec::new(),
+            writable: Vec::new(),
+        }
+    }
 }
 
 fn default_workers() -> usize {
@@ -273,7 +379,14 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
 
     let mut apps = Vec::with_capacity(raw.apps.len());
     let mut host_owner: HashMap<String, String> = HashMap::new();
-    for (name, app) in raw.apps {
+    let uid_base = raw.server.sandbox_uid_base;
+    if uid_base < 1000 || uid_base.checked_add(65_536).is_none() {
+        return Err(invalid(
+            "server.sandbox_uid_base".into(),
+            "must be at least 1000 (an unprivileged id) and leave room for 65536 apps".into(),
+        ));
+    }
+    for (index, (name, app)) in raw.apps.into_iter().enumerate() {
         let key = |k: &str| format!("apps.{name}.{k}");
         if name.is_empty()
             || !name
@@ -374,7 +487,15 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
         // Longest prefix first, so `/static/img` wins over `/static`.
         static_dirs.sort_by_key(|s| std::cmp::Reverse(s.prefix.len()));
 
+        let limits =
+            validate_limits(&app.limits, &key).map_err(|(k, reason)| invalid(k, reason))?;
+        let sandbox =
+            validate_sandbox(app.sandbox, base, &key).map_err(|(k, reason)| invalid(k, reason))?;
+
         apps.push(App {
+            limits,
+            sandbox,
+            uid: uid_base + index as u32,
             name,
             path,
             module,
@@ -397,8 +518,80 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             header_timeout,
             body_timeout,
             threads,
+            sandbox_uid_base: uid_base,
         },
         apps,
+    })
+}
+
+fn validate_limits(
+    l: &LimitsFile,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Limits, (String, String)> {
+    let mb = 1024 * 1024;
+    if !(16..=1 << 20).contains(&l.memory_mb) {
+        return Err((
+            key("limits.memory_mb"),
+            "must be between 16 and 1048576".into(),
+        ));
+    }
+    if !(1..=100_000).contains(&l.cpu_percent) {
+        return Err((
+            key("limits.cpu_percent"),
+            "must be between 1 and 100000".into(),
+        ));
+    }
+    if !(4..=1 << 20).contains(&l.pids) {
+        return Err((key("limits.pids"), "must be between 4 and 1048576".into()));
+    }
+    if !(1..=1 << 20).contains(&l.tmp_mb) {
+        return Err((key("limits.tmp_mb"), "must be between 1 and 1048576".into()));
+    }
+    if !(64..=1 << 20).contains(&l.nofile) {
+        return Err((
+            key("limits.nofile"),
+            "must be between 64 and 1048576".into(),
+        ));
+    }
+    let fsize_mb = l.fsize_mb.unwrap_or(l.tmp_mb.max(64));
+    if fsize_mb == 0 {
+        return Err((key("limits.fsize_mb"), "must be at least 1".into()));
+    }
+    Ok(Limits {
+        memory_bytes: l.memory_mb * mb,
+        cpu_percent: l.cpu_percent,
+        pids: l.pids,
+        tmp_bytes: l.tmp_mb * mb,
+        nofile: l.nofile,
+        fsize_bytes: fsize_mb * mb,
+        threads: l.threads,
+    })
+}
+
+fn validate_sandbox(
+    s: SandboxFile,
+    base: &Path,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Sandbox, (String, String)> {
+    for m in &s.optional {
+        if !MECHANISMS.contains(&m.as_str()) {
+            return Err((
+                key("sandbox.optional"),
+                format!("unknown mechanism `{m}` (one of {})", MECHANISMS.join(", ")),
+            ));
+        }
+    }
+    let dirs = |list: &[String], k: &str| -> Result<Vec<PathBuf>, (String, String)> {
+        list.iter()
+            .map(|d| resolve_dir(base, d).map_err(|reason| (key(k), reason)))
+            .collect()
+    };
+    Ok(Sandbox {
+        enabled: s.enabled,
+        python_guards: s.python_guards,
+        readable: dirs(&s.readable, "sandbox.readable")?,
+        writable: dirs(&s.writable, "sandbox.writable")?,
+        optional: s.optional,
     })
 }
 

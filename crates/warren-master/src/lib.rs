@@ -11,6 +11,7 @@
 
 mod app;
 mod body;
+pub mod confinement;
 mod exchange;
 pub mod queue;
 pub mod ratelimit;
@@ -33,6 +34,7 @@ use warren_protocol::{Kind, RequestHead, put_frame};
 
 pub use app::{AppState, Health};
 pub use body::{BodyError, ResponseBody};
+pub use confinement::Confinement;
 pub use stats::{AppStats, StatsSnapshot};
 
 /// The reason phrase an app gave in its status line, when it differs from the standard one
@@ -117,7 +119,7 @@ pub struct Master {
 impl Master {
     /// Starts a supervisor (and so a zygote) for every app in `config`. Must be called within
     /// a tokio runtime.
-    pub fn start(config: &Config, worker_bin: &Path) -> Master {
+    pub fn start(config: &Config, worker_bin: &Path, confinement: Arc<Confinement>) -> Master {
         let (shutdown, rx) = watch::channel(false);
         let worker_bin: Arc<Path> = worker_bin.into();
         let mut supervisors = JoinSet::new();
@@ -130,6 +132,7 @@ impl Master {
             supervisors.spawn(zygote::supervise(
                 app.clone(),
                 worker_bin.clone(),
+                confinement.clone(),
                 rx.clone(),
             ));
         }

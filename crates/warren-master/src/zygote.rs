@@ -22,10 +22,11 @@ use tokio::net::{UnixDatagram, UnixStream};
 use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
 
-use warren_protocol::control::{EXIT_IMPORT_FAILED, MSG_LEN, Msg};
+use warren_protocol::control::{EXIT_IMPORT_FAILED, EXIT_SANDBOX_FAILED, MSG_LEN, Msg};
 use warren_protocol::{FRAME_HEADER, Kind, parse_header};
 
 use crate::app::{AppState, Health, WorkerConn};
+use crate::confinement::{AppSandbox, Confinement, report_usage};
 
 /// How long a new worker may take to say READY.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,11 +54,38 @@ enum End {
 pub(crate) async fn supervise(
     app: Arc<AppState>,
     worker_bin: Arc<Path>,
+    confinement: Arc<Confinement>,
     mut shutdown: watch::Receiver<bool>,
+) {
+    let sandbox = match AppSandbox::prepare(&app, &confinement) {
+        Ok(s) => s,
+        Err(reason) => {
+            tracing::error!(app = app.name(), %reason, "refusing to start the app");
+            app.set_health(Health::Broken {
+                reason: format!("the app cannot start: {reason}"),
+                until: Instant::now() + Duration::from_secs(86_400 * 365),
+            });
+            stopped(&mut shutdown).await;
+            return;
+        }
+    };
+    if let Some(cg) = &sandbox.cgroup {
+        tokio::spawn(report_usage(app.clone(), cg.clone(), shutdown.clone()));
+    }
+    supervise_zygotes(&app, &worker_bin, &sandbox, &mut shutdown).await;
+    // Blocking file-system work (and, on v1, a short wait for the last processes to go).
+    let _ = tokio::task::spawn_blocking(move || sandbox.finish()).await;
+}
+
+async fn supervise_zygotes(
+    app: &Arc<AppState>,
+    worker_bin: &Path,
+    sandbox: &AppSandbox,
+    shutdown: &mut watch::Receiver<bool>,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        let end = run_zygote(&app, &worker_bin, &mut shutdown, &mut backoff).await;
+        let end = run_zygote(app, worker_bin, sandbox, shutdown, &mut backoff).await;
         app.reset_workers();
         let (reason, import) = match end {
             End::Shutdown => return,
@@ -81,7 +109,7 @@ pub(crate) async fn supervise(
         });
         tokio::select! {
             () = tokio::time::sleep_until(until) => {}
-            () = stopped(&mut shutdown) => return,
+            () = stopped(shutdown) => return,
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -96,6 +124,9 @@ fn describe_exit(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(EXIT_IMPORT_FAILED), _) => "the app could not be imported".into(),
+        (Some(EXIT_SANDBOX_FAILED), _) => {
+            "the zygote could not confine itself (the reason is logged above)".into()
+        }
         (Some(c), _) => format!("exited with status {c}"),
         (_, Some(s)) => format!("killed by signal {s}"),
         _ => "ended".into(),
@@ -119,10 +150,12 @@ fn describe_wait(status: i32) -> (bool, String) {
 async fn run_zygote(
     app: &Arc<AppState>,
     worker_bin: &Path,
+    sandbox: &AppSandbox,
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Duration,
 ) -> End {
     let cfg = &app.config;
+    let procs = sandbox.procs_files();
     let spec = warren_sandbox::ZygoteSpec {
         worker_bin,
         name: &cfg.name,
@@ -130,6 +163,8 @@ async fn run_zygote(
         module: &cfg.module,
         callable: &cfg.callable,
         site_packages: cfg.site_packages.as_deref(),
+        sandbox: sandbox.policy.as_ref(),
+        cgroup_procs: &procs,
     };
     let launch = match warren_sandbox::zygote_command(&spec) {
         Ok(l) => l,
@@ -142,6 +177,7 @@ async fn run_zygote(
         Err(e) => return End::ImportFailed(format!("starting {}: {e}", worker_bin.display())),
     };
     drop(launch.child_end);
+    drop(launch.procs);
     let started = Instant::now();
     if let Some(out) = child.stdout.take() {
         tokio::spawn(log_lines(app.clone(), "stdout", out));
@@ -166,6 +202,9 @@ async fn run_zygote(
     let mut pending: HashMap<u32, (UnixStream, Instant)> = HashMap::new();
     // Start time of each running worker, to tell a crash loop from an occasional death.
     let mut started_at: HashMap<i32, Instant> = HashMap::new();
+    // Workers' pids inside the zygote's pid namespace → as seen here.
+    let mut host_pids: HashMap<i32, i32> = HashMap::new();
+    let mut zygote_pid = 0;
     // Crash-loop back-off: forks wait until `next_fork_at`; the delay doubles while workers
     // keep dying young, so a broken app costs a few forks a minute, not a core.
     let mut fork_delay = Duration::ZERO;
@@ -196,7 +235,10 @@ async fn run_zygote(
                 return End::Shutdown;
             }
             status = child.wait() => {
-                let what = status.map(describe_exit).unwrap_or_else(|e| e.to_string());
+                let mut what = status.map(describe_exit).unwrap_or_else(|e| e.to_string());
+                if sandbox.new_oom_kills() > 0 {
+                    what = format!("{what}: out of memory (the app's cgroup limit is {} MiB)", cfg.limits.memory_bytes >> 20);
+                }
                 return if ready { End::Crashed(format!("zygote {what}")) } else { End::ImportFailed(what) };
             }
             msg = receive(&control) => {
@@ -212,20 +254,29 @@ async fn run_zygote(
                     }
                 };
                 match msg {
-                    Msg::ZygoteReady { pid } => {
+                    Msg::ZygoteReady { pid: ns_pid } => {
                         ready = true;
                         *backoff = BACKOFF_MIN;
                         app.set_health(Health::Ready);
+                        // Confined, the zygote is pid 1 of its own namespace, a child of the
+                        // process warren started; logs and signals need the pid as seen here.
+                        let outer = child.id().map_or(0, |p| p as i32);
+                        zygote_pid = warren_sandbox::host_pid_of_child(outer, ns_pid)
+                            .unwrap_or(outer);
                         tracing::info!(
                             app = app.name(),
-                            pid,
+                            pid = zygote_pid,
+                            ns_pid,
                             import_ms = started.elapsed().as_secs_f64() * 1e3,
                             "zygote ready"
                         );
                     }
-                    Msg::Forked { token, pid } => {
+                    Msg::Forked { token, pid: ns_pid } => {
                         if let Some((stream, asked)) = pending.remove(&token) {
-                            started_at.insert(pid, asked);
+                            let pid = warren_sandbox::host_pid_of_child(zygote_pid, ns_pid)
+                                .unwrap_or(ns_pid);
+                            host_pids.insert(ns_pid, pid);
+                            started_at.insert(ns_pid, asked);
                             tokio::spawn(await_ready(app.clone(), stream, pid, asked));
                         }
                     }
@@ -235,9 +286,16 @@ async fn run_zygote(
                         app.worker_gone(None);
                         tokio::time::sleep(BACKOFF_MIN).await;
                     }
-                    Msg::Exited { pid, status } => {
-                        let (clean, how) = describe_wait(status);
-                        let lived = started_at.remove(&pid).map(|t| t.elapsed());
+                    Msg::Exited { pid: ns_pid, status } => {
+                        let pid = host_pids.remove(&ns_pid).unwrap_or(ns_pid);
+                        let (clean, mut how) = describe_wait(status);
+                        if !clean && sandbox.new_oom_kills() > 0 {
+                            how = format!(
+                                "{how}: out of memory (the app's cgroup limit is {} MiB; the kernel's OOM killer ended it)",
+                                cfg.limits.memory_bytes >> 20
+                            );
+                        }
+                        let lived = started_at.remove(&ns_pid).map(|t| t.elapsed());
                         if app.may_log() {
                             let lived_s = lived.map(|d| d.as_secs_f64());
                             if clean {

@@ -13,6 +13,8 @@ pub const MSG_LEN: usize = 16;
 pub const EXIT_IMPORT_FAILED: i32 = 3;
 /// Exit code of a zygote that was started wrongly (bad arguments, no control socket).
 pub const EXIT_USAGE: i32 = 2;
+/// Exit status of a zygote or worker that could not confine itself (the reason is on stderr).
+pub const EXIT_SANDBOX_FAILED: i32 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Msg {

@@ -1,9 +1,17 @@
-//! Starting an app's zygote: the one place where warren creates a process that will run app code.
+//! Confinement of app code: everything between "start this app's zygote" and a worker running
+//! with its last privilege gone.
 //!
-//! The master calls [`zygote_command`] and spawns the command it returns. The child inherits
-//! exactly four descriptors: stdin (`/dev/null`), stdout and stderr (pipes to the master's log)
-//! and the control socket, moved to descriptor 3; everything else is closed before `exec`.
-//! Confinement (cgroups, namespaces, Landlock, seccomp) wraps this same step.
+//! - [`zygote_command`] (master side) builds the command that starts a zygote: descriptors 0–3
+//!   only, `setsid`, parent-death signal, and the child writes itself into its app's cgroups
+//!   before `exec`. The [`Policy`] travels as one argument.
+//! - [`cgroup`] (master side): per-app groups through `cgroups-rs`, v1 and v2, limits, usage,
+//!   OOM kills, stale-group clean-up.
+//! - [`confine`] (zygote side): the ordered steps (namespaces, new root, identity, capabilities,
+//!   rlimits, descriptors, Landlock) behind a small [`confine::Kernel`] interface.
+//! - [`fence`]: Landlock. [`seccomp`]: the workers' syscall filter, applied after each fork.
+//! - [`probe`]: what this kernel can enforce (`warren doctor`).
+//!
+//! The documented order of the steps is in [`confine`]'s module doc.
 
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -12,6 +20,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+
+pub mod cgroup;
+pub mod confine;
+pub mod fence;
+pub mod policy;
+pub mod probe;
+pub mod seccomp;
+
+pub use policy::{Mechanism, Policy};
+
+/// The `warren-worker` flag that carries the encoded [`Policy`].
+pub const SANDBOX_FLAG: &str = "--sandbox";
 
 /// Descriptor number of the control socket in the zygote.
 pub const CONTROL_FD: i32 = 3;
@@ -22,6 +42,11 @@ pub enum SandboxError {
     ControlSocket(#[source] nix::Error),
     #[error("worker binary {} not found (build it with `cargo build --workspace`)", .0.display())]
     WorkerBinary(PathBuf),
+    #[error("opening {}: {source}", path.display())]
+    CgroupProcs {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What a zygote imports.
@@ -33,6 +58,10 @@ pub struct ZygoteSpec<'a> {
     pub module: &'a str,
     pub callable: &'a str,
     pub site_packages: Option<&'a Path>,
+    /// Confinement; `None` runs the app unconfined (`sandbox.enabled = false`).
+    pub sandbox: Option<&'a Policy>,
+    /// `cgroup.procs` files the zygote writes itself into before `exec`.
+    pub cgroup_procs: &'a [PathBuf],
 }
 
 /// A command ready to spawn, and the master's end of the control socket.
@@ -43,6 +72,8 @@ pub struct ZygoteLaunch {
     pub control: OwnedFd,
     /// The child's end; drop it once the command is spawned.
     pub child_end: OwnedFd,
+    /// The `cgroup.procs` files the child writes to; drop them once the command is spawned.
+    pub procs: Vec<OwnedFd>,
 }
 
 /// Builds the command that starts `spec`'s zygote.
@@ -70,6 +101,26 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
     if let Some(sp) = spec.site_packages {
         arg("--site-packages", sp.into());
     }
+    if let Some(policy) = spec.sandbox {
+        arg(SANDBOX_FLAG, policy.encode().into());
+    }
+    // Opened here (they may allocate and fail with a message); written in the child.
+    let procs: Vec<OwnedFd> = spec
+        .cgroup_procs
+        .iter()
+        .map(|path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map(OwnedFd::from)
+                .map_err(|source| SandboxError::CgroupProcs {
+                    path: path.clone(),
+                    source,
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let procs_raw: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
+    let confined = spec.sandbox.is_some();
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -77,11 +128,34 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
         .env_remove("PYTHONHOME")
         .env_remove("PYTHONPATH")
         .env("PYTHONUNBUFFERED", "1");
+    if confined {
+        // The sandbox has no home directory but /tmp, and no other program to find.
+        command
+            .env("HOME", "/tmp")
+            .env("PATH", "/usr/bin:/bin")
+            .env("TMPDIR", "/tmp");
+    }
     let raw = child_end.as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (dup2, fcntl, close_range); it allocates nothing and takes no locks.
+    // system calls (write, setsid, prctl, dup2, fcntl, close_range); it allocates nothing and
+    // takes no locks (`procs_raw` was built before the fork and is only read).
     unsafe {
         command.pre_exec(move || {
+            // Into the app's cgroups first: "0" means the writing process itself.
+            for &fd in &procs_raw {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if confined {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The zygote dies with warren (its own children are bound to it the same way).
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if raw == CONTROL_FD {
                 let flags = libc::fcntl(raw, libc::F_GETFD);
                 if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
@@ -98,9 +172,36 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
             Ok(())
         });
     }
+    // The descriptors are close-on-exec: the child's copies go at exec, ours here.
     Ok(ZygoteLaunch {
+        procs,
         command,
         control,
         child_end,
     })
+}
+
+/// The pid, as this process sees it, of `parent`'s child whose pid is `ns_pid` inside its own
+/// pid namespace (the zygote reports its workers' pids as it sees them). `None` if there is no
+/// such child (it already exited).
+pub fn host_pid_of_child(parent: i32, ns_pid: i32) -> Option<i32> {
+    children(parent).into_iter().find(|&child| {
+        std::fs::read_to_string(format!("/proc/{child}/status")).is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|v| v.split_whitespace().last().map(str::to_owned))
+                .is_some_and(|last| last == ns_pid.to_string())
+        })
+    })
+}
+
+/// The children of process `pid` (from `/proc/PID/task/PID/children`).
+pub fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -1,8 +1,9 @@
 //! `warren-worker`: the process that runs Python for warren.
 //!
-//! `warren-worker zygote --name NAME --dir DIR --module MOD --callable NAME [--site-packages DIR]`
-//! imports one app and then forks a worker per `Fork` message on its control socket (fd 3).
-//! The master starts it; it is not meant to be run by hand.
+//! `warren-worker zygote --name NAME --dir DIR --module MOD --callable NAME [--site-packages DIR]
+//! [--sandbox POLICY]` confines itself (when given a policy), imports one app and then forks a
+//! worker per `Fork` message on its control socket (fd 3). The master starts it; it is not
+//! meant to be run by hand.
 
 mod conn;
 mod python;
@@ -14,7 +15,7 @@ use warren_protocol::control::EXIT_USAGE;
 fn usage(msg: &str) -> ! {
     eprintln!("warren-worker: {msg}");
     eprintln!(
-        "usage: warren-worker zygote --name NAME --dir DIR --module MOD --callable NAME [--site-packages DIR]"
+        "usage: warren-worker zygote --name NAME --dir DIR --module MOD --callable NAME [--site-packages DIR] [--sandbox POLICY]"
     );
     std::process::exit(EXIT_USAGE);
 }
@@ -26,6 +27,7 @@ fn main() {
     }
     let (mut name, mut dir, mut module, mut callable, mut site_packages) =
         (None, None, None, None, None);
+    let mut sandbox = None;
     while let Some(flag) = args.next() {
         let value = args
             .next()
@@ -36,6 +38,9 @@ fn main() {
             "--module" => module = Some(value),
             "--callable" => callable = Some(value),
             "--site-packages" => site_packages = Some(value),
+            warren_sandbox::SANDBOX_FLAG => {
+                sandbox = Some(warren_sandbox::Policy::decode(&value).unwrap_or_else(|e| usage(&e)))
+            }
             _ => usage(&format!("unknown flag {flag}")),
         }
     }
@@ -46,5 +51,6 @@ fn main() {
         module: need(module, "--module"),
         callable: need(callable, "--callable"),
         site_packages,
+        sandbox,
     })
 }

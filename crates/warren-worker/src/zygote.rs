@@ -22,7 +22,10 @@ use nix::unistd::{ForkResult, Pid, getpid, getppid};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-use warren_protocol::control::{EXIT_IMPORT_FAILED, MSG_LEN, Msg};
+use warren_protocol::control::{EXIT_IMPORT_FAILED, EXIT_SANDBOX_FAILED, MSG_LEN, Msg};
+use warren_sandbox::confine;
+use warren_sandbox::seccomp::WorkerFilters;
+use warren_sandbox::{Mechanism, Policy};
 
 use crate::conn::Conn;
 use crate::python::{self, AppSpec};
@@ -62,6 +65,29 @@ fn receive(ctl: RawFd) -> Option<(Msg, Option<OwnedFd>)> {
     Msg::decode(&buf[..n]).ok().map(|m| (m, fd))
 }
 
+/// Confines this process as `policy` says (every step but seccomp, which each worker applies
+/// after its fork) and compiles the workers' syscall filter.
+fn confine(spec: &AppSpec, policy: &Policy) -> Result<Option<WorkerFilters>, String> {
+    let host = confine::Host::detect(std::path::Path::new(&spec.dir));
+    // The interpreter this binary embeds: its prefix (stdlib, extension modules) is read-only.
+    let mut policy = policy.clone();
+    policy.read_only.push(python::PYTHON_HOME.into());
+    let steps = confine::plan(&policy, &host);
+    let mut kernel = confine::RealKernel::new(CONTROL_FD);
+    confine::execute(&mut kernel, &steps, &policy).map_err(|e| e.to_string())?;
+    // Writes past RLIMIT_FSIZE fail with EFBIG instead of killing the process.
+    // SAFETY: setting a signal to "ignore" installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    if policy.skips(Mechanism::Seccomp) {
+        return Ok(None);
+    }
+    WorkerFilters::compile(policy.threads)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
 /// Imports the app, then forks workers until the master closes the control socket.
 pub fn run(spec: AppSpec) -> ! {
     if !std::path::Path::new(&spec.dir).is_dir() {
@@ -71,11 +97,27 @@ pub fn run(spec: AppSpec) -> ! {
         );
         std::process::exit(EXIT_IMPORT_FAILED);
     }
+    let filters = match &spec.sandbox {
+        None => None,
+        Some(policy) => match confine(&spec, policy) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("warren-worker: app {}: sandbox: {e}", spec.name);
+                std::process::exit(EXIT_SANDBOX_FAILED);
+            }
+        },
+    };
     if let Err(e) = python::initialize(&spec.name) {
         eprintln!("warren-worker: app {}: {e}", spec.name);
         std::process::exit(EXIT_IMPORT_FAILED);
     }
     Python::attach(|py| {
+        if let Some(policy) = spec.sandbox.as_ref().filter(|p| p.python_guards)
+            && let Err(e) = python::install_guards(py, &spec.name, policy.threads)
+        {
+            e.display(py);
+            std::process::exit(EXIT_SANDBOX_FAILED);
+        }
         let app = match python::load_app(py, &spec) {
             Ok(app) => app,
             Err(e) => {
@@ -99,11 +141,16 @@ pub fn run(spec: AppSpec) -> ! {
         if let Err(e) = py.import("gc").and_then(|gc| gc.call_method0("freeze")) {
             e.display(py);
         }
-        serve_forks(py, &spec, &prepared)
+        serve_forks(py, &spec, &prepared, filters.as_ref())
     })
 }
 
-fn serve_forks(py: Python<'_>, spec: &AppSpec, prepared: &Prepared<'_>) -> ! {
+fn serve_forks(
+    py: Python<'_>,
+    spec: &AppSpec,
+    prepared: &Prepared<'_>,
+    filters: Option<&WorkerFilters>,
+) -> ! {
     let mut chld = SigSet::empty();
     chld.add(Signal::SIGCHLD);
     let mut old_mask = SigSet::empty();
@@ -141,9 +188,9 @@ fn serve_forks(py: Python<'_>, spec: &AppSpec, prepared: &Prepared<'_>) -> ! {
         }
         match receive(ctl) {
             None => std::process::exit(0),
-            Some((Msg::Fork { token }, Some(sock))) => {
-                fork_worker(py, spec, prepared, ctl, token, sock, &sfd, &old_mask)
-            }
+            Some((Msg::Fork { token }, Some(sock))) => fork_worker(
+                py, spec, prepared, filters, ctl, token, sock, &sfd, &old_mask,
+            ),
             Some((other, _)) => {
                 eprintln!("warren-worker: zygote: unexpected control message {other:?}");
             }
@@ -178,6 +225,7 @@ fn fork_worker(
     _attached: Python<'_>,
     spec: &AppSpec,
     prepared: &Prepared<'_>,
+    filters: Option<&WorkerFilters>,
     ctl: RawFd,
     token: u32,
     sock: OwnedFd,
@@ -230,6 +278,11 @@ fn fork_worker(
                 libc::close(sfd.as_raw_fd());
             }
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
+            // Seccomp last: from here on the worker can only serve.
+            if let Some(Err(e)) = filters.map(WorkerFilters::apply) {
+                eprintln!("warren-worker: app {}: {e}", spec.name);
+                exit_now(EXIT_SANDBOX_FAILED);
+            }
             let code = run_worker(spec, prepared, sock);
             exit_now(code);
         }

@@ -43,6 +43,8 @@ enum Command {
         #[arg(long, short, default_value = warren_config::DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Report which confinement mechanisms this machine enforces.
+    Doctor,
 }
 
 fn init_logging() {
@@ -81,9 +83,30 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Doctor => {
+            let findings = warren_sandbox::probe::probe_all();
+            println!("{:<12} {:<14} detail", "mechanism", "status");
+            for f in &findings {
+                println!(
+                    "{:<12} {:<14} {}",
+                    f.mechanism.name(),
+                    f.status.label(),
+                    f.detail
+                );
+            }
+            if !nix_is_root() {
+                println!(
+                    "(not root: user namespaces, Landlock, seccomp and rlimits work; cgroups need a delegated v2 subtree)"
+                );
+            }
+            Ok(())
+        }
         Command::Serve { config } => {
             init_logging();
             let config = warren_config::load(&config)?;
+            // Before any thread exists: probing forks, and user namespaces need one thread.
+            let confinement = Arc::new(warren_master::Confinement::probe());
+            confinement.log();
             // One thread: a current-thread runtime, with no cross-thread wake-ups at all.
             let mut runtime = match config.server.threads {
                 1 => tokio::runtime::Builder::new_current_thread(),
@@ -97,12 +120,24 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?
-                .block_on(serve(config))
+                .block_on(serve(config, confinement))
         }
     }
 }
 
-async fn serve(config: warren_config::Config) -> Result<()> {
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
+async fn serve(
+    config: warren_config::Config,
+    confinement: Arc<warren_master::Confinement>,
+) -> Result<()> {
     let worker_bin = worker_binary()?;
     anyhow::ensure!(
         worker_bin.is_file(),
@@ -119,7 +154,7 @@ async fn serve(config: warren_config::Config) -> Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
-    let master = warren_master::Master::start(&config, Path::new(&worker_bin));
+    let master = warren_master::Master::start(&config, Path::new(&worker_bin), confinement.clone());
     for app in &config.apps {
         tracing::info!(app = %app.name, hosts = ?app.hosts, workers = app.workers, dir = %app.path.display(), "app configured");
     }
@@ -142,5 +177,6 @@ async fn serve(config: warren_config::Config) -> Result<()> {
         Ok(front) => front.into_master().shutdown().await,
         Err(_) => tracing::warn!("connections still hold the front; exiting without waiting"),
     }
+    confinement.finish();
     Ok(())
 }

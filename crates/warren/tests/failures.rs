@@ -506,7 +506,7 @@ fn a_request_is_not_failed_by_a_worker_that_died_while_idle() {
     assert_eq!(status, 200);
     let zygote = zygote_pid(&w, "good");
     signal(&zygote, "STOP");
-    kill(&pid1);
+    kill(&support::host_pid(w.pid(), &pid1));
     let addr = w.addr;
     let request = std::thread::spawn(move || {
         let mut c = support::Client::connect(addr, GOOD);
@@ -529,11 +529,13 @@ fn an_idle_worker_killed_from_outside_is_replaced() {
     let w = start_good("", "");
     let (status, pid1) = body_text(&w, "/pid");
     assert_eq!(status, 200);
-    kill(&pid1);
+    // The app reports its pid inside its namespace; the log and `kill` use the host's.
+    let host = support::host_pid(w.pid(), &pid1);
+    kill(&host);
     assert!(
         w.wait_for_log_line(
             Duration::from_secs(10),
-            &["worker", &format!("pid={pid1}"), "SIGKILL"]
+            &["worker", &format!("pid={host}"), "SIGKILL"]
         ),
         "the worker's death is not in the log:\n{}",
         w.logs()

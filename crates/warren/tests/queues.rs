@@ -25,6 +25,9 @@ entry = "app:application"
 workers = 1
 {slow_extra}
 
+[apps.slow.sandbox]
+writable = ["."]   # the test's directory: the app marks requests started there
+
 [apps.fast]
 path = "{dir}"
 entry = "app:application"

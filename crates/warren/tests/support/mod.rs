@@ -4,8 +4,8 @@
 //! [`Warren::start`] writes a config into a temporary directory, starts the real binary in its
 //! own process group, waits for its `listening on ADDR` line and collects its stderr (the log)
 //! in the background. [`Warren::stop`] sends SIGTERM, waits for a clean exit and checks that no
-//! process of the group (zygotes, workers) outlives it; dropping a handle that was not stopped
-//! kills the whole group, so a failing test leaves nothing behind.
+//! descendant (zygotes, workers; they run in sessions of their own) outlives it; dropping a
+//! handle that was not stopped kills them all, so a failing test leaves nothing behind.
 //!
 //! [`Client`] speaks HTTP/1.1 over a plain `TcpStream`: requests are raw bytes, responses are
 //! parsed by hand (status line, headers, then a body framed by `Content-Length`, chunked
@@ -70,6 +70,8 @@ impl Warren {
 
     /// Starts `warren serve` on `config` written into `dir`, with extra environment variables.
     pub fn start_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Warren {
+        // Apps may be given the directory as `sandbox.writable` (gate and marker files).
+        world_writable(dir.path());
         let config_path = dir.path().join("warren.toml");
         std::fs::write(&config_path, config).expect("writing the config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
@@ -243,14 +245,15 @@ impl Warren {
         signal(self.pid, "TERM");
     }
 
-    /// SIGTERM, a clean exit within a bound, and no process of warren's group left behind.
+    /// SIGTERM, a clean exit within a bound, and no descendant of warren left behind.
     /// Returns the whole log.
     pub fn stop(mut self) -> String {
+        let family = descendants(self.pid);
         signal(self.pid, "TERM");
         let status = self.wait_exit(STOP_TIMEOUT);
-        let leftovers = wait_group_gone(self.pid, Duration::from_secs(10));
+        let leftovers = wait_gone(&family, Duration::from_secs(10));
         if !leftovers.is_empty() {
-            signal_group(self.pid, "KILL");
+            kill_all(&leftovers);
         }
         let logs = self.finish_logs();
         let status = status.unwrap_or_else(|| {
@@ -265,7 +268,7 @@ impl Warren {
         );
         assert!(
             leftovers.is_empty(),
-            "processes of warren's group still running after it exited: {leftovers:?}; log:\n{logs}"
+            "processes started by warren still running after it exited: {leftovers:?}; log:\n{logs}"
         );
         logs
     }
@@ -287,9 +290,11 @@ impl Warren {
         }
     }
 
-    /// Kills the whole process group and reaps warren.
+    /// Kills warren, its process group and its descendants, and reaps warren.
     fn kill(&mut self) -> Option<ExitStatus> {
+        let family = descendants(self.pid);
         signal_group(self.pid, "KILL");
+        kill_all(&family);
         let mut child = self.child.take()?;
         let _ = child.kill();
         child.wait().ok()
@@ -312,6 +317,7 @@ impl Warren {
 
 impl Drop for Warren {
     fn drop(&mut self) {
+        let family = descendants(self.pid);
         if self.child.is_some() {
             signal(self.pid, "TERM");
             if self.wait_exit(Duration::from_secs(5)).is_none() {
@@ -319,17 +325,117 @@ impl Drop for Warren {
             }
         }
         // Whatever happened, leave no zygote or worker behind.
-        if !group_members(self.pid).is_empty() {
-            signal_group(self.pid, "KILL");
-        }
+        kill_all(&wait_gone(&family, Duration::from_millis(500)));
     }
 }
 
+/// A temporary directory that sandboxed apps can read (mode 0755: an app runs as an
+/// unprivileged uid, and a test may put an app or a venv in here).
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
         .prefix("warren-e2e-")
         .tempdir()
-        .expect("creating a temporary directory")
+        .expect("creating a temporary directory");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod 0755 the temporary directory");
+    dir
+}
+
+/// Makes `dir` writable by every uid (for `sandbox.writable` directories of a test).
+pub fn world_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777)).expect("chmod 1777");
+}
+
+/// `(pid, parent pid, command line)` of every live process.
+fn processes() -> Vec<(u32, u32, String)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() < 2 || fields[0] == "Z" || fields[0] == "X" {
+            continue;
+        }
+        let Ok(ppid) = fields[1].parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        found.push((pid, ppid, cmdline.trim().to_owned()));
+    }
+    found
+}
+
+/// The pid, as the test sees it, of the descendant of warren that calls itself `ns_pid` inside
+/// its pid namespace (what `os.getpid()` returns in a confined app).
+pub fn host_pid(warren: u32, ns_pid: &str) -> String {
+    for (pid, _) in descendants(warren) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let last = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .and_then(|v| v.split_whitespace().last().map(str::to_owned));
+        if last.as_deref() == Some(ns_pid.trim()) {
+            return pid.to_string();
+        }
+    }
+    panic!("no process of warren {warren} has pid {ns_pid} in its namespace")
+}
+
+/// Live descendants of `pid` (children, their children, ...): `(pid, command line)`.
+pub fn descendants(pid: u32) -> Vec<(u32, String)> {
+    let all = processes();
+    let mut out: Vec<(u32, String)> = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for (p, pp, cmd) in &all {
+            if *pp == parent && !out.iter().any(|(q, _)| q == p) {
+                out.push((*p, cmd.clone()));
+                frontier.push(*p);
+            }
+        }
+    }
+    out
+}
+
+/// The processes of `family` that are still alive (same pid and command line) after waiting
+/// up to `timeout` for them to go.
+fn wait_gone(family: &[(u32, String)], timeout: Duration) -> Vec<(u32, String)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let live = processes();
+        let left: Vec<(u32, String)> = family
+            .iter()
+            .filter(|(p, cmd)| live.iter().any(|(q, _, c)| q == p && c == cmd))
+            .cloned()
+            .collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill_all(procs: &[(u32, String)]) {
+    for (pid, _) in procs {
+        signal(*pid, "KILL");
+    }
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -381,17 +487,6 @@ pub fn group_members(pgid: u32) -> Vec<(u32, String)> {
         }
     }
     found
-}
-
-fn wait_group_gone(pgid: u32, timeout: Duration) -> Vec<(u32, String)> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let members = group_members(pgid);
-        if members.is_empty() || Instant::now() >= deadline {
-            return members;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `VmHWM` (peak resident set) of a process, in KiB.

@@ -1,0 +1,240 @@
+//! The master's side of confinement: what this kernel can enforce, each app's cgroup, and the
+//! [`Policy`] its zygote is started with.
+//!
+//! `warren serve` probes the mechanisms once, before its async runtime starts
+//! ([`Confinement::probe`]), and logs each as enforced / partial / not available. An app whose
+//! sandbox needs a mechanism that is not available (one not listed in `sandbox.optional`) is
+//! refused: it answers 503 with the reason, and the log says which mechanism and why.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use tokio::sync::watch;
+use tokio::time::Duration;
+
+use warren_sandbox::cgroup::{AppCgroup, Cgroups, Limits};
+use warren_sandbox::probe::{self, Finding, Status};
+use warren_sandbox::{Mechanism, Policy};
+
+use crate::app::AppState;
+
+/// How often an app's cgroup is read back for throttling and OOM kills.
+const USAGE_EVERY: Duration = Duration::from_secs(5);
+
+/// What this machine enforces, and warren's cgroup hierarchy when it has one.
+#[derive(Debug)]
+pub struct Confinement {
+    pub findings: Vec<Finding>,
+    cgroups: Option<Cgroups>,
+}
+
+impl Confinement {
+    /// Probes every mechanism. Call while the process is single-threaded.
+    pub fn probe() -> Confinement {
+        let findings = probe::probe_all();
+        let cgroups = findings
+            .iter()
+            .any(|f| f.mechanism == Mechanism::Cgroups && f.status != Status::NotAvailable)
+            .then(Cgroups::new)
+            .and_then(Result::ok);
+        Confinement { findings, cgroups }
+    }
+
+    /// No confinement at all (tests of the master alone).
+    pub fn none() -> Confinement {
+        Confinement {
+            findings: Vec::new(),
+            cgroups: None,
+        }
+    }
+
+    fn unavailable(&self) -> Vec<Mechanism> {
+        probe::unavailable(&self.findings)
+    }
+
+    /// Logs one line per mechanism.
+    pub fn log(&self) {
+        for f in &self.findings {
+            match f.status {
+                Status::Enforced => {
+                    tracing::info!(mechanism = %f.mechanism, status = f.status.label(), "{}", f.detail)
+                }
+                _ => {
+                    tracing::warn!(mechanism = %f.mechanism, status = f.status.label(), "{}", f.detail)
+                }
+            }
+        }
+    }
+
+    /// Removes this warren's (empty) instance group at shutdown.
+    pub fn finish(&self) {
+        if let Some(c) = &self.cgroups {
+            c.remove_instance();
+        }
+    }
+}
+
+/// An app's confinement as its supervisor holds it.
+pub(crate) struct AppSandbox {
+    pub policy: Option<Policy>,
+    pub cgroup: Option<Arc<AppCgroup>>,
+    oom_seen: AtomicU64,
+}
+
+impl AppSandbox {
+    /// The policy and cgroup of `app`, or why it must not start.
+    pub fn prepare(app: &AppState, conf: &Confinement) -> Result<AppSandbox, String> {
+        let cfg = &app.config;
+        if !cfg.sandbox.enabled {
+            tracing::warn!(
+                app = app.name(),
+                "sandbox.enabled = false: this app runs unconfined"
+            );
+            return Ok(AppSandbox {
+                policy: None,
+                cgroup: None,
+                oom_seen: AtomicU64::new(0),
+            });
+        }
+        let optional: Vec<Mechanism> = cfg
+            .sandbox
+            .optional
+            .iter()
+            .filter_map(|m| Mechanism::parse(m))
+            .collect();
+        let unavailable = conf.unavailable();
+        let missing: Vec<String> = unavailable
+            .iter()
+            .filter(|m| !optional.contains(m))
+            .map(|m| {
+                let why = conf
+                    .findings
+                    .iter()
+                    .find(|f| f.mechanism == *m)
+                    .map(|f| f.detail.as_str())
+                    .unwrap_or("");
+                format!("{m} ({why})")
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "its sandbox requires {}, not available on this machine; list what it may run \
+                 without in sandbox.optional, or run `warren doctor`",
+                missing.join(", ")
+            ));
+        }
+        let cgroup = match &conf.cgroups {
+            None => None,
+            Some(cgroups) => {
+                let limits = Limits {
+                    memory_bytes: cfg.limits.memory_bytes,
+                    cpu_percent: cfg.limits.cpu_percent,
+                    pids: cfg.limits.pids,
+                };
+                let group = cgroups
+                    .create_app(&cfg.name, limits)
+                    .map_err(|e| format!("creating its cgroup: {e}"))?;
+                let dir = |c: &str| {
+                    group
+                        .controller_dir(c)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                };
+                tracing::info!(
+                    app = app.name(),
+                    version = cgroups.version(),
+                    cpu_path = %dir("cpu"),
+                    memory_path = %dir("memory"),
+                    pids_path = %dir("pids"),
+                    memory_mb = cfg.limits.memory_bytes >> 20,
+                    cpu_percent = cfg.limits.cpu_percent,
+                    pids = cfg.limits.pids,
+                    "cgroup ready"
+                );
+                Some(Arc::new(group))
+            }
+        };
+        let mut read_only = vec![cfg.path.clone()];
+        if let Some(sp) = &cfg.site_packages {
+            // The whole venv (…/lib/python3.X/site-packages → the venv), for .pth targets.
+            read_only.push(sp.ancestors().nth(3).unwrap_or(sp).to_path_buf());
+        }
+        read_only.extend(cfg.sandbox.readable.iter().cloned());
+        let policy = Policy {
+            app: cfg.name.clone(),
+            uid: cfg.uid,
+            read_only,
+            writable: cfg.sandbox.writable.clone(),
+            tmp_bytes: cfg.limits.tmp_bytes,
+            nofile: cfg.limits.nofile,
+            fsize_bytes: cfg.limits.fsize_bytes,
+            threads: cfg.limits.threads,
+            python_guards: cfg.sandbox.python_guards,
+            optional,
+            unavailable,
+        };
+        Ok(AppSandbox {
+            policy: Some(policy),
+            cgroup,
+            oom_seen: AtomicU64::new(0),
+        })
+    }
+
+    /// The `cgroup.procs` files a zygote joins.
+    pub fn procs_files(&self) -> Vec<std::path::PathBuf> {
+        self.cgroup
+            .as_ref()
+            .map(|c| c.procs_files())
+            .unwrap_or_default()
+    }
+
+    /// OOM kills since the last call (0 without a cgroup).
+    pub fn new_oom_kills(&self) -> u64 {
+        let Some(cg) = &self.cgroup else { return 0 };
+        let now = cg.usage().oom_kills;
+        now.saturating_sub(self.oom_seen.swap(now, Relaxed))
+    }
+
+    /// Removes the app's cgroup, killing what is left in it.
+    pub fn finish(self) {
+        if let Some(cg) = self.cgroup.and_then(|c| Arc::try_unwrap(c).ok()) {
+            cg.destroy();
+        }
+    }
+}
+
+/// Reads `cgroup`'s usage every few seconds and logs throttling, OOM kills and memory use
+/// against the app, until shutdown.
+pub(crate) async fn report_usage(
+    app: Arc<AppState>,
+    cgroup: Arc<AppCgroup>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last = cgroup.usage();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(USAGE_EVERY) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let now = cgroup.usage();
+        if now.nr_throttled > last.nr_throttled {
+            tracing::warn!(
+                app = app.name(),
+                nr_throttled = now.nr_throttled - last.nr_throttled,
+                throttled_ms = (now.throttled_us - last.throttled_us) / 1000,
+                cpu_percent = app.config.limits.cpu_percent,
+                "cpu quota reached: the app's processes were throttled"
+            );
+        }
+        if now.oom_kills > last.oom_kills {
+            tracing::warn!(
+                app = app.name(),
+                oom_kills = now.oom_kills - last.oom_kills,
+                memory_mb = now.memory_bytes >> 20,
+                limit_mb = app.config.limits.memory_bytes >> 20,
+                "out of memory: the kernel killed processes of the app"
+            );
+        }
+        last = now;
+    }
+}

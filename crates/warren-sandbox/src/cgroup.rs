@@ -1,0 +1,372 @@
+//! Per-app control groups through `cgroups-rs`, on cgroup v1 and v2.
+//!
+//! Layout: `warren/<instance>/<app>` in every hierarchy cgroups-rs finds (v1: one directory per
+//! controller; v2: one directory), where `<instance>` is the pid of the `warren serve` that made
+//! it. Several warrens can run side by side (the test suite does); a warren that starts removes
+//! the instance groups of warrens that are no longer running ([`Cgroups::clean_stale`]), so a
+//! crash leaves nothing behind for long.
+//!
+//! Limits are written with the controllers' own setters, each checked: cgroups-rs's
+//! `apply(&Resources)` ignores a failed write, and a limit that silently did not apply is what
+//! this module exists to prevent. A zygote joins its app's group itself, before it runs any app
+//! code, by writing `0` to each `cgroup.procs` of [`AppCgroup::procs_files`] (see
+//! `zygote_command`); workers forked from it are born inside.
+
+use std::path::{Path, PathBuf};
+
+use cgroups_rs::CgroupPid;
+use cgroups_rs::fs::cpu::CpuController;
+use cgroups_rs::fs::freezer::FreezerController;
+use cgroups_rs::fs::memory::MemController;
+use cgroups_rs::fs::pid::PidController;
+use cgroups_rs::fs::{Cgroup, Controller, Hierarchy, MaxValue, hierarchies};
+
+/// The parent group of everything warren creates.
+pub const PARENT: &str = "warren";
+/// CFS period used for `cpu_percent` (100 ms, the kernel's default).
+const CPU_PERIOD_US: u64 = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no cgroup hierarchy is mounted at /sys/fs/cgroup")]
+    NotMounted,
+    #[error("cgroup {path}: {what}: {source}")]
+    Write {
+        path: String,
+        what: &'static str,
+        source: cgroups_rs::fs::error::Error,
+    },
+    #[error("cgroup {path}: the {controller} controller is not available")]
+    Missing {
+        path: String,
+        controller: &'static str,
+    },
+}
+
+/// An app's resource limits as the cgroup applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    /// Percent of one CPU (100 = one core, 200 = two).
+    pub cpu_percent: u32,
+    pub pids: u32,
+}
+
+/// What the master reads back from an app's group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub memory_bytes: u64,
+    pub oom_kills: u64,
+    pub nr_throttled: u64,
+    pub throttled_us: u64,
+}
+
+/// The hierarchy warren uses on this machine.
+pub struct Cgroups {
+    instance: String,
+}
+
+impl std::fmt::Debug for Cgroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cgroups")
+            .field("instance", &self.instance)
+            .field("v2", &hierarchies::is_cgroup2_unified_mode())
+            .finish()
+    }
+}
+
+fn hierarchy() -> Box<dyn Hierarchy> {
+    hierarchies::auto()
+}
+
+impl Cgroups {
+    /// Warren's groups for this process (`warren/<pid>`), after removing stale instances.
+    pub fn new() -> Result<Cgroups, CgroupError> {
+        let h = hierarchy();
+        if !h.root().is_dir() {
+            return Err(CgroupError::NotMounted);
+        }
+        let me = Cgroups {
+            instance: format!("{PARENT}/{}", std::process::id()),
+        };
+        me.clean_stale();
+        Ok(me)
+    }
+
+    /// `"v1"` or `"v2"`.
+    pub fn version(&self) -> &'static str {
+        if hierarchy().v2() { "v2" } else { "v1" }
+    }
+
+    /// Removes `warren/<pid>` groups whose warren is gone, killing what still runs in them.
+    pub fn clean_stale(&self) -> Vec<String> {
+        let mut removed = Vec::new();
+        for base in hierarchy_dirs() {
+            let Ok(entries) = std::fs::read_dir(base.join(PARENT)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Ok(pid) = name.parse::<u32>() else {
+                    continue;
+                };
+                if Path::new(&format!("/proc/{pid}")).exists() && pid_is_warren(pid) {
+                    continue;
+                }
+                let instance = format!("{PARENT}/{name}");
+                if !removed.contains(&instance) {
+                    for app in child_names(&e.path()) {
+                        destroy(&format!("{instance}/{app}"));
+                    }
+                    destroy(&instance);
+                    removed.push(instance);
+                }
+            }
+        }
+        removed
+    }
+
+    /// Creates (or re-creates) `app`'s group with `limits`.
+    pub fn create_app(&self, app: &str, limits: Limits) -> Result<AppCgroup, CgroupError> {
+        let path = format!("{}/{app}", self.instance);
+        destroy(&path);
+        let cg = Cgroup::new(hierarchy(), &path).map_err(|source| CgroupError::Write {
+            path: path.clone(),
+            what: "creating",
+            source,
+        })?;
+        let group = AppCgroup { cg, path };
+        group.set_limits(limits)?;
+        Ok(group)
+    }
+
+    /// Removes this warren's instance group, and any app group still in it (with what runs
+    /// there: warren is exiting).
+    pub fn remove_instance(&self) {
+        for base in hierarchy_dirs() {
+            for app in child_names(&base.join(&self.instance)) {
+                destroy(&format!("{}/{app}", self.instance));
+            }
+        }
+        destroy(&self.instance);
+    }
+}
+
+/// Whether `pid` runs a `warren` binary (so that a reused pid is not mistaken for a live warren).
+fn pid_is_warren(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "warren")
+}
+
+fn hierarchy_dirs() -> Vec<PathBuf> {
+    let h = hierarchy();
+    if h.v2() {
+        vec![h.root()]
+    } else {
+        // Each controller's mount point: its path with the group part (none here) removed.
+        h.subsystems()
+            .iter()
+            .map(|s| s.to_controller().path().to_path_buf())
+            .collect()
+    }
+}
+
+fn child_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|it| {
+            it.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills everything in the group at `path` and removes it (best effort, bounded).
+fn destroy(path: &str) {
+    let cg = Cgroup::load(hierarchy(), path);
+    if !cg.exists() {
+        return;
+    }
+    kill_all(&cg);
+    // Killed processes leave the group within milliseconds; give them up to two seconds.
+    for _ in 0..200 {
+        if cg.delete().is_ok() && !cg.exists() {
+            return;
+        }
+        if !cg.procs().is_empty() {
+            kill_all(&cg);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    tracing::warn!(
+        cgroup = path,
+        "could not remove the cgroup: processes remain in it"
+    );
+}
+
+/// v2 has `cgroup.kill`; on v1 freeze, SIGKILL every process, thaw.
+fn kill_all(cg: &Cgroup) {
+    if cg.v2() {
+        let _ = cg.kill();
+        return;
+    }
+    let freezer: Option<&FreezerController> = cg.controller_of();
+    if let Some(f) = freezer {
+        let _ = f.freeze();
+    }
+    for pid in cg.procs() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    if let Some(f) = freezer {
+        let _ = f.thaw();
+    }
+}
+
+/// One app's group.
+pub struct AppCgroup {
+    cg: Cgroup,
+    path: String,
+}
+
+impl std::fmt::Debug for AppCgroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppCgroup")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl AppCgroup {
+    fn write_err(
+        &self,
+        what: &'static str,
+    ) -> impl FnOnce(cgroups_rs::fs::error::Error) -> CgroupError {
+        let path = self.path.clone();
+        move |source| CgroupError::Write { path, what, source }
+    }
+
+    fn missing(&self, controller: &'static str) -> CgroupError {
+        CgroupError::Missing {
+            path: self.path.clone(),
+            controller,
+        }
+    }
+
+    fn set_limits(&self, l: Limits) -> Result<(), CgroupError> {
+        let mem: &MemController = self
+            .cg
+            .controller_of()
+            .ok_or_else(|| self.missing("memory"))?;
+        let bytes = i64::try_from(l.memory_bytes).unwrap_or(i64::MAX);
+        mem.set_limit(bytes)
+            .map_err(self.write_err("memory limit"))?;
+        // Swap included: memsw on v1 (limit + swap), memory.swap.max on v2 (swap alone) = 0.
+        let swap = if self.cg.v2() { 0 } else { bytes };
+        mem.set_memswap_limit(swap)
+            .map_err(self.write_err("memory+swap limit"))?;
+
+        let pids: &PidController = self
+            .cg
+            .controller_of()
+            .ok_or_else(|| self.missing("pids"))?;
+        pids.set_pid_max(MaxValue::Value(i64::from(l.pids)))
+            .map_err(self.write_err("pids.max"))?;
+
+        let cpu: &CpuController = self.cg.controller_of().ok_or_else(|| self.missing("cpu"))?;
+        let quota = i64::from(l.cpu_percent) * CPU_PERIOD_US as i64 / 100;
+        cpu.set_cfs_quota_and_period(Some(quota), Some(CPU_PERIOD_US))
+            .map_err(self.write_err("cpu quota"))?;
+        Ok(())
+    }
+
+    /// `warren/<pid>/<app>`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The directory of one controller (`"cpu"`, `"memory"`, `"pids"`), for logs and tests.
+    pub fn controller_dir(&self, name: &str) -> Option<PathBuf> {
+        self.cg
+            .subsystems()
+            .iter()
+            .find(|s| self.cg.v2() || s.controller_name() == name)
+            .map(|s| s.to_controller().path().to_path_buf())
+    }
+
+    /// Every `cgroup.procs` file a process must be written into to be inside on all
+    /// hierarchies.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self
+            .cg
+            .subsystems()
+            .iter()
+            .map(|s| s.to_controller().path().join("cgroup.procs"))
+            .filter(|p| p.exists())
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+
+    /// Memory in use, OOM kills, and CPU throttling so far.
+    pub fn usage(&self) -> Usage {
+        let mut u = Usage::default();
+        if let Some(mem) = self.cg.controller_of::<MemController>() {
+            let stat = mem.memory_stat();
+            u.memory_bytes = stat.usage_in_bytes;
+            u.oom_kills = if self.cg.v2() {
+                read_key(&mem.path().join("memory.events"), "oom_kill")
+            } else {
+                stat.oom_control.oom_kill
+            };
+        }
+        if let Some(cpu) = self.cg.controller_of::<CpuController>() {
+            let stat = cpu.cpu().stat;
+            let key = |k: &str| {
+                stat.lines()
+                    .find_map(|l| {
+                        l.strip_prefix(k)
+                            .map(|v| v.trim().parse::<u64>().unwrap_or(0))
+                    })
+                    .unwrap_or(0)
+            };
+            u.nr_throttled = key("nr_throttled ");
+            // v1 reports nanoseconds, v2 microseconds.
+            u.throttled_us = if self.cg.v2() {
+                key("throttled_usec ")
+            } else {
+                key("throttled_time ") / 1000
+            };
+        }
+        u
+    }
+
+    /// Pids currently in the group.
+    pub fn procs(&self) -> Vec<u64> {
+        self.cg
+            .procs()
+            .into_iter()
+            .map(|p: CgroupPid| p.pid)
+            .collect()
+    }
+
+    /// Kills whatever runs in the group and removes it.
+    pub fn destroy(self) {
+        destroy(&self.path);
+    }
+}
+
+fn read_key(file: &Path, key: &str) -> u64 {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == key).then(|| v.trim().parse().ok()).flatten()
+            })
+        })
+        .unwrap_or(0)
+}

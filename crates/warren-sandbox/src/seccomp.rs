@@ -1,0 +1,284 @@
+//! The workers' syscall filter, compiled from `config/seccomp.toml` with `seccompiler`.
+//!
+//! The data file is built into the binary (`include_str!`), so an app's config cannot change it
+//! and a worker needs no file to read when it applies it. [`WorkerFilters::compile`] runs in the
+//! zygote, before any fork; each worker then only installs the prepared programs
+//! ([`WorkerFilters::apply`]), which costs a few microseconds.
+//!
+//! Two programs are stacked, because seccompiler gives one filter a single match action and a
+//! single mismatch action: the allowlist (match: allow, mismatch: EPERM) first, then the ENOSYS
+//! list (match: ENOSYS, mismatch: allow). For a syscall on the ENOSYS list both answer
+//! `SECCOMP_RET_ERRNO`, and the kernel then takes the data of the filter installed last, so
+//! `clone3` gets ENOSYS. Both programs start with seccompiler's architecture check, which kills
+//! the process on a foreign ABI (i386 `int 0x80`).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use serde::Deserialize;
+
+/// The policy's text, as shipped in `config/seccomp.toml`.
+pub const POLICY_TOML: &str = include_str!("../../../config/seccomp.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("config/seccomp.toml: {0}")]
+    Policy(String),
+    #[error("compiling the seccomp filter: {0}")]
+    Compile(#[from] seccompiler::BackendError),
+    #[error("installing the seccomp filter: {0}")]
+    Install(#[from] seccompiler::Error),
+    #[error("seccomp filters are only built for x86_64 and aarch64")]
+    Arch,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    #[serde(default)]
+    pub allow: Vec<Entry>,
+    #[serde(default)]
+    pub enosys: Vec<Entry>,
+    #[serde(default)]
+    pub deny: Vec<Entry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub syscalls: Vec<String>,
+    pub why: String,
+    /// `"threads"`: only for apps that allow threads.
+    pub when: Option<String>,
+    #[serde(default)]
+    pub args: Vec<Arg>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Arg {
+    pub index: u8,
+    pub op: String,
+    pub value: u64,
+    pub mask: Option<u64>,
+    #[serde(default = "qword")]
+    pub len: String,
+}
+
+fn qword() -> String {
+    "qword".into()
+}
+
+/// Parses the shipped policy.
+pub fn policy() -> Result<PolicyFile, SeccompError> {
+    toml::from_str(POLICY_TOML).map_err(|e| SeccompError::Policy(e.to_string()))
+}
+
+fn target_arch() -> Result<TargetArch, SeccompError> {
+    if cfg!(target_arch = "x86_64") {
+        Ok(TargetArch::x86_64)
+    } else if cfg!(target_arch = "aarch64") {
+        Ok(TargetArch::aarch64)
+    } else {
+        Err(SeccompError::Arch)
+    }
+}
+
+/// The syscall number of `name` on this architecture; `None` for a syscall this architecture
+/// does not have (x86_64's `open` on aarch64, say).
+pub fn number(name: &str) -> Option<i64> {
+    syscalls::Sysno::from_str(name)
+        .ok()
+        .map(|s| i64::from(s.id()))
+}
+
+fn condition(a: &Arg) -> Result<SeccompCondition, SeccompError> {
+    let len = match a.len.as_str() {
+        "dword" => SeccompCmpArgLen::Dword,
+        "qword" => SeccompCmpArgLen::Qword,
+        other => return Err(SeccompError::Policy(format!("unknown len `{other}`"))),
+    };
+    let op = match (a.op.as_str(), a.mask) {
+        ("eq", None) => SeccompCmpOp::Eq,
+        ("ne", None) => SeccompCmpOp::Ne,
+        ("ge", None) => SeccompCmpOp::Ge,
+        ("gt", None) => SeccompCmpOp::Gt,
+        ("le", None) => SeccompCmpOp::Le,
+        ("lt", None) => SeccompCmpOp::Lt,
+        ("masked_eq", Some(m)) => SeccompCmpOp::MaskedEq(m),
+        (op, mask) => {
+            return Err(SeccompError::Policy(format!(
+                "op `{op}` with mask {mask:?} (masked_eq needs a mask, the others none)"
+            )));
+        }
+    };
+    SeccompCondition::new(a.index, len, op, a.value)
+        .map_err(|e| SeccompError::Policy(format!("argument {}: {e}", a.index)))
+}
+
+fn rules(
+    entries: &[Entry],
+    threads: bool,
+) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> {
+    // `None`: matched unconditionally; `Some(rules)`: matched when any rule holds.
+    let mut map: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
+    for e in entries {
+        match e.when.as_deref() {
+            None => {}
+            Some("threads") if threads => {}
+            Some("threads") => continue,
+            Some(other) => return Err(SeccompError::Policy(format!("unknown when `{other}`"))),
+        }
+        let conds = e
+            .args
+            .iter()
+            .map(condition)
+            .collect::<Result<Vec<_>, _>>()?;
+        for name in &e.syscalls {
+            let Some(nr) = number(name) else { continue };
+            let slot = map.entry(nr).or_insert_with(|| Some(Vec::new()));
+            if conds.is_empty() {
+                *slot = None;
+            } else if let Some(list) = slot {
+                list.push(
+                    SeccompRule::new(conds.clone())
+                        .map_err(|e| SeccompError::Policy(format!("{name}: {e}")))?,
+                );
+            }
+        }
+    }
+    // seccompiler takes an empty rule list to mean "match unconditionally".
+    Ok(map
+        .into_iter()
+        .map(|(nr, rules)| (nr, rules.unwrap_or_default()))
+        .collect())
+}
+
+/// The compiled programs a worker installs.
+#[derive(Debug, Clone)]
+pub struct WorkerFilters {
+    allow: BpfProgram,
+    enosys: BpfProgram,
+}
+
+impl WorkerFilters {
+    /// Compiles the shipped policy for an app that does (or does not) allow threads.
+    pub fn compile(threads: bool) -> Result<WorkerFilters, SeccompError> {
+        let file = policy()?;
+        let arch = target_arch()?;
+        let allow = SeccompFilter::new(
+            rules(&file.allow, threads)?,
+            SeccompAction::Errno(libc::EPERM as u32),
+            SeccompAction::Allow,
+            arch,
+        )?;
+        let enosys = SeccompFilter::new(
+            rules(&file.enosys, threads)?,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::ENOSYS as u32),
+            arch,
+        )?;
+        Ok(WorkerFilters {
+            allow: allow.try_into()?,
+            enosys: enosys.try_into()?,
+        })
+    }
+
+    /// Installs both programs on the calling thread (which sets `no_new_privs` first).
+    pub fn apply(&self) -> Result<(), SeccompError> {
+        seccompiler::apply_filter(&self.allow)?;
+        seccompiler::apply_filter(&self.enosys)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(entries: &[Entry]) -> Vec<&str> {
+        entries
+            .iter()
+            .flat_map(|e| e.syscalls.iter().map(String::as_str))
+            .collect()
+    }
+
+    #[test]
+    fn every_entry_names_a_real_syscall_and_says_why() {
+        let file = policy().unwrap();
+        for e in file.allow.iter().chain(&file.enosys).chain(&file.deny) {
+            assert!(!e.why.trim().is_empty(), "{:?} has no reason", e.syscalls);
+            for name in &e.syscalls {
+                if cfg!(target_arch = "x86_64") {
+                    assert!(number(name).is_some(), "`{name}` is not an x86_64 syscall");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refused_syscalls_are_not_allowed() {
+        let file = policy().unwrap();
+        let allowed = names(&file.allow);
+        for name in names(&file.deny).into_iter().chain(names(&file.enosys)) {
+            assert!(
+                !allowed.contains(&name),
+                "`{name}` is both refused and allowed"
+            );
+        }
+        // The list, each refused or ENOSYS.
+        let refused: Vec<&str> = names(&file.deny)
+            .into_iter()
+            .chain(names(&file.enosys))
+            .collect();
+        for must in [
+            "clone3",
+            "io_uring_setup",
+            "io_uring_enter",
+            "io_uring_register",
+            "execve",
+            "execveat",
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "mount",
+            "umount2",
+            "pivot_root",
+            "chroot",
+            "unshare",
+            "setns",
+            "bpf",
+            "perf_event_open",
+            "keyctl",
+            "userfaultfd",
+            "memfd_create",
+            "fork",
+            "vfork",
+        ] {
+            assert!(refused.contains(&must), "`{must}` must be refused");
+        }
+    }
+
+    #[test]
+    fn clone_is_allowed_only_for_threads() {
+        let file = policy().unwrap();
+        let clone = number("clone").unwrap();
+        assert!(!rules(&file.allow, false).unwrap().contains_key(&clone));
+        let with = rules(&file.allow, true).unwrap();
+        assert_eq!(
+            with[&clone].len(),
+            1,
+            "clone must carry its CLONE_THREAD condition"
+        );
+    }
+
+    #[test]
+    fn both_variants_compile() {
+        WorkerFilters::compile(false).unwrap();
+        WorkerFilters::compile(true).unwrap();
+    }
+}
