@@ -144,7 +144,9 @@ fn namespaces_child() -> i32 {
 }
 
 fn seccomp_child() -> i32 {
-    match crate::seccomp::WorkerFilters::compile(false).and_then(|f| f.apply()) {
+    match crate::seccomp::Filters::compile(false)
+        .and_then(|f| f.apply_zygote().and_then(|()| f.apply_worker()))
+    {
         Ok(()) => 0,
         Err(_) => 4,
     }

@@ -1,16 +1,18 @@
 //! The workers' syscall filter, compiled from `config/seccomp.toml` with `seccompiler`.
 //!
 //! The data file is built into the binary (`include_str!`), so an app's config cannot change it
-//! and a worker needs no file to read when it applies it. [`WorkerFilters::compile`] runs in the
-//! zygote, before any fork; each worker then only installs the prepared programs
-//! ([`WorkerFilters::apply`]), which costs a few microseconds.
+//! and a worker needs no file to read when it applies it. [`Filters::compile`] runs in the
+//! zygote before it imports the app; the zygote installs its own programs
+//! ([`Filters::apply_zygote`]: the allowlist plus forking, so the app's import-time code is
+//! filtered too), and each worker installs the prepared worker programs after its fork
+//! ([`Filters::apply_worker`]), which costs a few microseconds.
 //!
-//! Two programs are stacked, because seccompiler gives one filter a single match action and a
+//! Programs come in pairs, because seccompiler gives one filter a single match action and a
 //! single mismatch action: the allowlist (match: allow, mismatch: EPERM) first, then the ENOSYS
 //! list (match: ENOSYS, mismatch: allow). For a syscall on the ENOSYS list both answer
 //! `SECCOMP_RET_ERRNO`, and the kernel then takes the data of the filter installed last, so
-//! `clone3` gets ENOSYS. Both programs start with seccompiler's architecture check, which kills
-//! the process on a foreign ABI (i386 `int 0x80`).
+//! `clone3` gets ENOSYS. Every program starts with seccompiler's architecture check, which
+//! kills the process on a foreign ABI (i386 `int 0x80`).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -52,7 +54,7 @@ pub struct PolicyFile {
 pub struct Entry {
     pub syscalls: Vec<String>,
     pub why: String,
-    /// `"threads"`: only for apps that allow threads.
+    /// `"threads"`: only for apps that allow threads; `"zygote"`: only in the zygote.
     pub when: Option<String>,
     #[serde(default)]
     pub args: Vec<Arg>,
@@ -123,6 +125,7 @@ fn condition(a: &Arg) -> Result<SeccompCondition, SeccompError> {
 fn rules(
     entries: &[Entry],
     threads: bool,
+    zygote: bool,
 ) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> {
     // `None`: matched unconditionally; `Some(rules)`: matched when any rule holds.
     let mut map: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
@@ -131,6 +134,8 @@ fn rules(
             None => {}
             Some("threads") if threads => {}
             Some("threads") => continue,
+            Some("zygote") if zygote => {}
+            Some("zygote") => continue,
             Some(other) => return Err(SeccompError::Policy(format!("unknown when `{other}`"))),
         }
         let conds = e
@@ -158,39 +163,51 @@ fn rules(
         .collect())
 }
 
-/// The compiled programs a worker installs.
+/// The compiled programs of an app's zygote and workers.
 #[derive(Debug, Clone)]
-pub struct WorkerFilters {
-    allow: BpfProgram,
+pub struct Filters {
+    zygote: BpfProgram,
+    worker: BpfProgram,
     enosys: BpfProgram,
 }
 
-impl WorkerFilters {
+fn allowlist(file: &PolicyFile, threads: bool, zygote: bool) -> Result<BpfProgram, SeccompError> {
+    let filter = SeccompFilter::new(
+        rules(&file.allow, threads, zygote)?,
+        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Allow,
+        target_arch()?,
+    )?;
+    Ok(filter.try_into()?)
+}
+
+impl Filters {
     /// Compiles the shipped policy for an app that does (or does not) allow threads.
-    pub fn compile(threads: bool) -> Result<WorkerFilters, SeccompError> {
+    pub fn compile(threads: bool) -> Result<Filters, SeccompError> {
         let file = policy()?;
-        let arch = target_arch()?;
-        let allow = SeccompFilter::new(
-            rules(&file.allow, threads)?,
-            SeccompAction::Errno(libc::EPERM as u32),
-            SeccompAction::Allow,
-            arch,
-        )?;
         let enosys = SeccompFilter::new(
-            rules(&file.enosys, threads)?,
+            rules(&file.enosys, threads, false)?,
             SeccompAction::Allow,
             SeccompAction::Errno(libc::ENOSYS as u32),
-            arch,
+            target_arch()?,
         )?;
-        Ok(WorkerFilters {
-            allow: allow.try_into()?,
+        Ok(Filters {
+            zygote: allowlist(&file, threads, true)?,
+            worker: allowlist(&file, threads, false)?,
             enosys: enosys.try_into()?,
         })
     }
 
-    /// Installs both programs on the calling thread (which sets `no_new_privs` first).
-    pub fn apply(&self) -> Result<(), SeccompError> {
-        seccompiler::apply_filter(&self.allow)?;
+    /// Installs the zygote's programs on the calling thread (which sets `no_new_privs` first).
+    pub fn apply_zygote(&self) -> Result<(), SeccompError> {
+        seccompiler::apply_filter(&self.zygote)?;
+        seccompiler::apply_filter(&self.enosys)?;
+        Ok(())
+    }
+
+    /// Installs the worker's programs, on top of the zygote's it inherited.
+    pub fn apply_worker(&self) -> Result<(), SeccompError> {
+        seccompiler::apply_filter(&self.worker)?;
         seccompiler::apply_filter(&self.enosys)?;
         Ok(())
     }
@@ -267,18 +284,29 @@ mod tests {
     fn clone_is_allowed_only_for_threads() {
         let file = policy().unwrap();
         let clone = number("clone").unwrap();
-        assert!(!rules(&file.allow, false).unwrap().contains_key(&clone));
-        let with = rules(&file.allow, true).unwrap();
+        assert!(
+            !rules(&file.allow, false, false)
+                .unwrap()
+                .contains_key(&clone)
+        );
+        let with = rules(&file.allow, true, false).unwrap();
         assert_eq!(
             with[&clone].len(),
             1,
             "clone must carry its CLONE_THREAD condition"
         );
+        // The zygote forks: clone is allowed there, with its no-namespace condition.
+        let zygote = rules(&file.allow, false, true).unwrap();
+        assert_eq!(
+            zygote[&clone].len(),
+            1,
+            "the zygote's clone carries a condition"
+        );
     }
 
     #[test]
     fn both_variants_compile() {
-        WorkerFilters::compile(false).unwrap();
-        WorkerFilters::compile(true).unwrap();
+        Filters::compile(false).unwrap();
+        Filters::compile(true).unwrap();
     }
 }

@@ -24,7 +24,7 @@ use pyo3::prelude::*;
 
 use warren_protocol::control::{EXIT_IMPORT_FAILED, EXIT_SANDBOX_FAILED, MSG_LEN, Msg};
 use warren_sandbox::confine;
-use warren_sandbox::seccomp::WorkerFilters;
+use warren_sandbox::seccomp::Filters;
 use warren_sandbox::{Mechanism, Policy};
 
 use crate::conn::Conn;
@@ -67,7 +67,7 @@ fn receive(ctl: RawFd) -> Option<(Msg, Option<OwnedFd>)> {
 
 /// Confines this process as `policy` says (every step but seccomp, which each worker applies
 /// after its fork) and compiles the workers' syscall filter.
-fn confine(spec: &AppSpec, policy: &Policy) -> Result<Option<WorkerFilters>, String> {
+fn confine(spec: &AppSpec, policy: &Policy) -> Result<Option<Filters>, String> {
     let host = confine::Host::detect(std::path::Path::new(&spec.dir));
     // The interpreter this binary embeds: its prefix (stdlib, extension modules) is read-only.
     let mut policy = policy.clone();
@@ -83,9 +83,11 @@ fn confine(spec: &AppSpec, policy: &Policy) -> Result<Option<WorkerFilters>, Str
     if policy.skips(Mechanism::Seccomp) {
         return Ok(None);
     }
-    WorkerFilters::compile(policy.threads)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    // Seccomp last, and before any app code: the zygote imports the app under the allowlist
+    // (plus forking); each worker narrows it to the worker list after its fork.
+    let filters = Filters::compile(policy.threads).map_err(|e| e.to_string())?;
+    filters.apply_zygote().map_err(|e| e.to_string())?;
+    Ok(Some(filters))
 }
 
 /// Imports the app, then forks workers until the master closes the control socket.
@@ -149,7 +151,7 @@ fn serve_forks(
     py: Python<'_>,
     spec: &AppSpec,
     prepared: &Prepared<'_>,
-    filters: Option<&WorkerFilters>,
+    filters: Option<&Filters>,
 ) -> ! {
     let mut chld = SigSet::empty();
     chld.add(Signal::SIGCHLD);
@@ -225,7 +227,7 @@ fn fork_worker(
     _attached: Python<'_>,
     spec: &AppSpec,
     prepared: &Prepared<'_>,
-    filters: Option<&WorkerFilters>,
+    filters: Option<&Filters>,
     ctl: RawFd,
     token: u32,
     sock: OwnedFd,
@@ -279,7 +281,7 @@ fn fork_worker(
             }
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
             // Seccomp last: from here on the worker can only serve.
-            if let Some(Err(e)) = filters.map(WorkerFilters::apply) {
+            if let Some(Err(e)) = filters.map(Filters::apply_worker) {
                 eprintln!("warren-worker: app {}: {e}", spec.name);
                 exit_now(EXIT_SANDBOX_FAILED);
             }

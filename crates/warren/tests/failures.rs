@@ -147,13 +147,15 @@ fn worker_that_dies_mid_request_gives_502_and_is_replaced() {
     let w = start_good("", "");
     let (status, pid1) = body_text(&w, "/pid");
     assert_eq!(status, 200);
+    // The log names the worker by its pid outside its namespace.
+    let host1 = support::host_pid(w.pid(), &pid1);
 
     let resp = w.get(GOOD, "/exit");
     assert_eq!(resp.status, 502, "{}", resp.text());
     assert!(
         w.wait_for_log_line(
             Duration::from_secs(10),
-            &["worker", &format!("pid={pid1}"), "exited with status 1"]
+            &["worker", &format!("pid={host1}"), "exited with status 1"]
         ),
         "the worker's death is not in the log:\n{}",
         w.logs()
