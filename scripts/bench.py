@@ -3,13 +3,17 @@
 Every server runs the same app with the same number of worker processes; `wrk` loads each one
 with 1 and 32 keep-alive connections; the median of the repeats (by requests/s) is reported
 with p50, p99 and warren's ratio to each peer. Warren's extras: the time from fork to a new
-worker's READY, and the memory (PSS) of its idle workers next to gunicorn's.
+worker's READY, the zygote's start (confinement and import) to READY, and the memory (PSS) of
+its idle workers next to gunicorn's. `warren` runs confined (the default: cgroups, namespaces,
+Landlock, seccomp; CPU quota set to all cores so that the quota itself does not cap the run);
+`warren-open` is the same with `sandbox.enabled = false`, so the pair prices confinement.
 
 Environment:
   BENCH_DURATION  seconds per wrk run (default 10)
   BENCH_REPEATS   runs per point, the median is kept (default 3)
   BENCH_QUICK=1   3 s, 1 repeat
-  BENCH_SERVERS   comma list among warren,gunicorn,uwsgi-http,uwsgi-router,granian,bjoern
+  BENCH_SERVERS   comma list among warren,warren-open,gunicorn,uwsgi-http,uwsgi-router,granian,
+                  bjoern
   BENCH_APPS      comma list among hello,flask
 """
 
@@ -62,14 +66,19 @@ class Server:
         app_dir = os.path.join(ROOT, d)
         addr = f"127.0.0.1:{self.port}"
         n = str(WORKERS)
-        if self.name == "warren":
+        if self.name in ("warren", "warren-open"):
             venv = f'venv = "{VENV}"' if self.app == "flask" else ""
-            config = os.path.join(self.tmp, f"warren-{self.app}.toml")
+            if self.name == "warren":
+                confinement = (f"[apps.{self.app}.limits]\n"
+                               f"cpu_percent = {100 * os.cpu_count()}\nmemory_mb = 1024\n")
+            else:
+                confinement = f"[apps.{self.app}.sandbox]\nenabled = false\n"
+            config = os.path.join(self.tmp, f"{self.name}-{self.app}.toml")
             with open(config, "w") as f:
                 f.write(
                     f'[server]\nlisten = "{addr}"\n\n[apps.{self.app}]\npath = "{app_dir}"\n'
                     f'entry = "{module}:{func}"\nhosts = ["127.0.0.1", "localhost"]\n'
-                    f"workers = {WORKERS}\n{venv}\n"
+                    f"workers = {WORKERS}\n{venv}\n\n{confinement}"
                 )
             return [[os.path.join(ROOT, "target/release/warren"), "serve", "--config", config]]
         if self.name == "gunicorn":
@@ -211,12 +220,22 @@ def measure(server):
 
 
 def warren_extras(server):
-    fork = [int(x) for x in re.findall(r"fork_to_ready_us=(\d+)", server.log())]
+    log = server.log()
+    fork = [int(x) for x in re.findall(r"fork_to_ready_us=(\d+)", log)]
+    zygote = [float(x) for x in re.findall(r"import_ms=([0-9.]+)", log)]
     (warren,) = server.procs
-    zygotes = children(warren.pid)
-    workers = [w for z in zygotes for w in children(z)]
+    # warren → zygote → workers; confined, warren → pid-namespace parent → zygote → workers.
+    # Workers are the leaves, zygotes their parents.
+    tree, todo = {}, [warren.pid]
+    while todo:
+        pid = todo.pop()
+        tree[pid] = children(pid)
+        todo.extend(tree[pid])
+    workers = [p for p, c in tree.items() if not c and p != warren.pid]
+    zygotes = sorted({z for z, c in tree.items() if any(w in c for w in workers)})
     return {
         "fork_to_ready_ms": [x / 1000 for x in fork],
+        "zygote_start_ms": zygote,
         "zygote_pss_mb": [pss_kb(z) / 1024 for z in zygotes if pss_kb(z)],
         "worker_pss_mb": [pss_kb(w) / 1024 for w in workers if pss_kb(w)],
     }
@@ -233,7 +252,7 @@ def fmt(x, digits=2):
 
 def main():
     servers = os.environ.get(
-        "BENCH_SERVERS", "warren,gunicorn,uwsgi-http,uwsgi-router,granian,bjoern").split(",")
+        "BENCH_SERVERS", "warren,warren-open,gunicorn,uwsgi-http,uwsgi-router,granian,bjoern").split(",")
     apps = os.environ.get("BENCH_APPS", "hello,flask").split(",")
     results, extras = {}, {}
     with tempfile.TemporaryDirectory(prefix="warren-bench-") as tmp:
@@ -246,8 +265,8 @@ def main():
                     results[(app, name)] = measure(server)
                     # Let the servers settle idle before reading their memory.
                     time.sleep(1)
-                    if name == "warren":
-                        extras[app] = warren_extras(server)
+                    if name.startswith("warren"):
+                        extras[(app, name)] = warren_extras(server)
                     elif name == "gunicorn" and app == "flask":
                         extras["gunicorn_flask_pss_mb"] = gunicorn_pss(server)
                 except Exception as e:  # a peer that fails is reported, not fatal
@@ -275,16 +294,24 @@ def main():
             print()
 
     for app in apps:
-        e = extras.get(app)
-        if not e:
-            continue
-        fork = e["fork_to_ready_ms"]
-        print(f"warren {app}: fork to READY of a zygote child: "
-              + (f"median {statistics.median(fork):.2f} ms over {len(fork)} forks"
-                 if fork else "not reported"))
-        print(f"warren {app}: PSS of idle workers: "
-              + ", ".join(f"{x:.1f} MB" for x in e["worker_pss_mb"])
-              + "; zygote: " + ", ".join(f"{x:.1f} MB" for x in e["zygote_pss_mb"]))
+        for name in servers:
+            e = extras.get((app, name))
+            if not e:
+                continue
+            fork, zyg = e["fork_to_ready_ms"], e["zygote_start_ms"]
+            print(f"{name} {app}: fork to READY of a zygote child: "
+                  + (f"median {statistics.median(fork):.2f} ms over {len(fork)} forks"
+                     if fork else "not reported")
+                  + "; zygote start to READY (confinement + import): "
+                  + (", ".join(f"{x:.1f} ms" for x in zyg) if zyg else "not reported"))
+            print(f"{name} {app}: PSS of idle workers: "
+                  + ", ".join(f"{x:.1f} MB" for x in e["worker_pss_mb"])
+                  + "; zygote: " + ", ".join(f"{x:.1f} MB" for x in e["zygote_pss_mb"]))
+        on, off = results.get((app, "warren")), results.get((app, "warren-open"))
+        if on and off:
+            print(f"confinement on / off, {app}: "
+                  + ", ".join(f"{c} conn {on[c]['rps'] / off[c]['rps']:.3f}"
+                              for c in CONNECTIONS if off[c]["rps"]))
     if extras.get("gunicorn_flask_pss_mb"):
         print("gunicorn flask: PSS of idle workers: "
               + ", ".join(f"{x:.1f} MB" for x in extras["gunicorn_flask_pss_mb"]))
@@ -292,7 +319,8 @@ def main():
     os.makedirs(os.path.join(ROOT, ".bench"), exist_ok=True)
     with open(os.path.join(ROOT, ".bench", "results.json"), "w") as f:
         json.dump({"results": {f"{a}/{n}": r for (a, n), r in results.items()},
-                   "extras": extras, "duration_s": DURATION, "repeats": REPEATS}, f, indent=1)
+                   "extras": {f"{k[0]}/{k[1]}" if isinstance(k, tuple) else k: v
+                              for k, v in extras.items()}, "duration_s": DURATION, "repeats": REPEATS}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -76,25 +76,6 @@ fn status_ids(status: &str, key: &str) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-fn runs_as_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status_ids(&status, "Uid:").get(1) == Some(&0)
-}
-
-/// Whether the suite can run here: it needs root. Under CI, where tests run as root, not
-/// being root is a failure rather than a skip.
-fn may_run() -> bool {
-    if runs_as_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "the escape suite needs root and CI runs as root"
-    );
-    eprintln!("skipped: needs root");
-    false
-}
-
 fn config() -> String {
     let root = repo_root();
     let escape = fixture("escape");
@@ -473,7 +454,7 @@ struct Scene {
 impl Scene {
     /// `None` when the suite is skipped (not root).
     fn start() -> Option<Scene> {
-        if !may_run() {
+        if !support::needs_root() {
             return None;
         }
         let w = start_warren();

@@ -70,6 +70,17 @@ impl Warren {
 
     /// Starts `warren serve` on `config` written into `dir`, with extra environment variables.
     pub fn start_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Warren {
+        Warren::start_as(dir, config, env, None)
+    }
+
+    /// [`Warren::start_in`], run as `uid` (and gid) when given: a test of the unprivileged
+    /// start. The test itself must be root to switch.
+    pub fn start_as(
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+        uid: Option<u32>,
+    ) -> Warren {
         // Apps may be given the directory as `sandbox.writable` (gate and marker files).
         world_writable(dir.path());
         let config_path = dir.path().join("warren.toml");
@@ -90,6 +101,10 @@ impl Warren {
         }
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(uid) = uid {
+            // Supplementary groups are dropped too (std clears them when switching from root).
+            cmd.uid(uid).gid(uid);
         }
         let mut child = cmd.spawn().expect("starting target/debug/warren");
         let pid = child.id();
@@ -291,7 +306,7 @@ impl Warren {
     }
 
     /// Kills warren, its process group and its descendants, and reaps warren.
-    fn kill(&mut self) -> Option<ExitStatus> {
+    pub fn kill(&mut self) -> Option<ExitStatus> {
         let family = descendants(self.pid);
         signal_group(self.pid, "KILL");
         kill_all(&family);
@@ -327,6 +342,25 @@ impl Drop for Warren {
         // Whatever happened, leave no zygote or worker behind.
         kill_all(&wait_gone(&family, Duration::from_millis(500)));
     }
+}
+
+/// Whether this test can run here: it needs root (cgroups, switching uids). Under CI, where
+/// tests run as root, not being root is a failure rather than a skip.
+pub fn needs_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1).map(str::to_owned));
+    if euid.as_deref() == Some("0") {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "this test needs root and CI runs as root"
+    );
+    eprintln!("skipped: needs root");
+    false
 }
 
 /// A temporary directory that sandboxed apps can read (mode 0755: an app runs as an
