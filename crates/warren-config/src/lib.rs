@@ -116,6 +116,13 @@ pub struct Limits {
     pub fsize_bytes: u64,
     /// Whether workers may start threads (SAE: no).
     pub threads: bool,
+    /// Longest a request may keep its worker (uWSGI's harakiri): past it the client gets 504
+    /// (or its streamed response is cut) and the worker is killed and replaced. `None`: no bound.
+    pub request_timeout: Option<Duration>,
+    /// A worker is retired after this many requests (0: never), between two requests.
+    pub max_requests: u64,
+    /// A worker whose resident memory exceeds this after a request is retired (0: never).
+    pub max_worker_rss_bytes: u64,
 }
 
 /// `[apps.NAME.sandbox]`.
@@ -238,6 +245,9 @@ struct LimitsFile {
     nofile: u64,
     fsize_mb: Option<u64>,
     threads: bool,
+    request_timeout_s: f64,
+    max_requests: u64,
+    max_worker_rss_mb: u64,
 }
 
 impl Default for LimitsFile {
@@ -250,6 +260,9 @@ impl Default for LimitsFile {
             nofile: 1024,
             fsize_mb: None,
             threads: false,
+            request_timeout_s: 60.0,
+            max_requests: 0,
+            max_worker_rss_mb: 0,
         }
     }
 }
@@ -557,6 +570,23 @@ fn validate_limits(
     if fsize_mb == 0 {
         return Err((key("limits.fsize_mb"), "must be at least 1".into()));
     }
+    let t = l.request_timeout_s;
+    if !(0.0..=86_400.0).contains(&t) {
+        return Err((
+            key("limits.request_timeout_s"),
+            "must be between 0 (no bound) and 86400 seconds".into(),
+        ));
+    }
+    let request_timeout = (t > 0.0).then(|| Duration::from_secs_f64(t));
+    if l.max_worker_rss_mb > l.memory_mb {
+        return Err((
+            key("limits.max_worker_rss_mb"),
+            format!(
+                "must not exceed limits.memory_mb ({}): the cgroup would kill the app first",
+                l.memory_mb
+            ),
+        ));
+    }
     Ok(Limits {
         memory_bytes: l.memory_mb * mb,
         cpu_percent: l.cpu_percent,
@@ -565,6 +595,9 @@ fn validate_limits(
         nofile: l.nofile,
         fsize_bytes: fsize_mb * mb,
         threads: l.threads,
+        request_timeout,
+        max_requests: l.max_requests,
+        max_worker_rss_bytes: l.max_worker_rss_mb * mb,
     })
 }
 

@@ -127,6 +127,14 @@ fn bad_configs_name_key_and_reason() {
             "[apps.a]\npath = \"app\"\nentry = \"app:application\"\nworkers = \"two\"\n",
             "apps.a.workers",
         ),
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n[apps.a.limits]\nrequest_timeout_s = -1\n",
+            "apps.a.limits.request_timeout_s: must be between 0",
+        ),
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n[apps.a.limits]\nmemory_mb = 64\nmax_worker_rss_mb = 65\n",
+            "apps.a.limits.max_worker_rss_mb: must not exceed limits.memory_mb (64)",
+        ),
     ];
     for (text, want) in cases {
         check(text, Some(want));

@@ -1,6 +1,6 @@
 //! The one place where failures become HTTP responses (linkerd2-proxy's "rescue" idea):
-//! overload and unavailability are 503 with `Retry-After`, a failed worker is 502, an
-//! oversized body is 413.
+//! overload and unavailability are 503 with `Retry-After`, a failed worker is 502, a request
+//! past its time limit is 504, an oversized body is 413.
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
@@ -44,6 +44,10 @@ pub fn dispatch_error(id: u64, app: &str, err: &DispatchError) -> Response<Front
                 StatusCode::BAD_GATEWAY,
                 "the app's worker failed while handling the request\n".to_owned(),
             )
+        }
+        DispatchError::RequestTimeout { .. } => {
+            tracing::warn!(request_id = %rid, app, error = %err, "gateway timeout");
+            (StatusCode::GATEWAY_TIMEOUT, format!("{err}\n"))
         }
         DispatchError::BodyTimeout(_) => {
             tracing::info!(request_id = %rid, app, error = %err, "slow request body");

@@ -5,7 +5,7 @@
 //! ([`AppState::checkin`]) goes straight to the oldest live waiter, or to the idle list. The
 //! lock guards only these lists and is never held across an await or any I/O.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
@@ -27,6 +27,10 @@ pub struct WorkerConn {
     /// Bytes read from the worker and not yet consumed; kept across requests.
     pub(crate) rbuf: BytesMut,
     pub pid: i32,
+    /// Requests this worker has been given.
+    pub(crate) requests: u64,
+    /// Set (by the watchdog) when the worker was killed for running past the request timeout.
+    pub(crate) timed_out: Arc<AtomicBool>,
 }
 
 impl WorkerConn {
@@ -35,8 +39,17 @@ impl WorkerConn {
             stream,
             rbuf: BytesMut::with_capacity(16 * 1024),
             pid,
+            requests: 0,
+            timed_out: Arc::new(AtomicBool::new(false)),
         }
     }
+}
+
+/// A worker busy with a request, as the watchdog sees it.
+struct Busy {
+    pid: i32,
+    deadline: Instant,
+    timed_out: Arc<AtomicBool>,
 }
 
 /// Whether the app can take requests.
@@ -59,6 +72,10 @@ struct Pool {
     health: Health,
     /// Workers forked or being forked and not yet exited.
     live: usize,
+    /// Workers running a request, with the time they must be done by (with a request timeout).
+    busy: Vec<Busy>,
+    /// Workers the watchdog killed whose exit the supervisor has not seen yet.
+    killed: Vec<i32>,
 }
 
 pub struct AppState {
@@ -83,6 +100,8 @@ impl AppState {
                 queue: Queue::new(config.queue_max),
                 health: Health::Starting,
                 live: 0,
+                busy: Vec::new(),
+                killed: Vec::new(),
             }),
             config,
             stats: AppStats::default(),
@@ -153,8 +172,9 @@ impl AppState {
     pub(crate) async fn checkout(self: &Arc<Self>) -> Result<WorkerConn, DispatchError> {
         let (id, rx) = {
             let mut pool = self.pool();
-            if let Some(w) = pool.idle.pop() {
+            if let Some(mut w) = pool.idle.pop() {
                 self.stats.record_dispatch(Duration::ZERO);
+                self.begin(&mut pool, &mut w, Instant::now());
                 return Ok(w);
             }
             if let Health::Broken { .. } = &pool.health {
@@ -216,11 +236,56 @@ impl AppState {
         }
     }
 
-    /// Returns a worker that finished a request: to the oldest live waiter, else to idle.
+    /// A worker starts a request: counted, and watched when requests have a time limit.
+    fn begin(&self, pool: &mut Pool, w: &mut WorkerConn, now: Instant) {
+        w.requests += 1;
+        if let Some(limit) = self.config.limits.request_timeout {
+            pool.busy.push(Busy {
+                pid: w.pid,
+                deadline: now + limit,
+                timed_out: w.timed_out.clone(),
+            });
+        }
+    }
+
+    /// Whether a worker that finished a request should leave rather than take another one
+    /// (`max_requests`, `max_worker_rss_mb`); the reason, to log.
+    fn retire_reason(&self, w: &WorkerConn) -> Option<String> {
+        let limits = &self.config.limits;
+        if limits.max_requests > 0 && w.requests >= limits.max_requests {
+            return Some(format!("served max_requests = {}", limits.max_requests));
+        }
+        if limits.max_worker_rss_bytes > 0 && w.requests > 0 {
+            let rss = resident_bytes(w.pid);
+            if rss > limits.max_worker_rss_bytes {
+                return Some(format!(
+                    "resident memory {} MiB is over max_worker_rss_mb = {}",
+                    rss >> 20,
+                    limits.max_worker_rss_bytes >> 20
+                ));
+            }
+        }
+        None
+    }
+
+    /// Returns a worker that finished a request: to the oldest live waiter, else to idle; or
+    /// retires it (its socket closes, it exits, the supervisor forks a fresh one).
     pub(crate) fn checkin(&self, mut w: WorkerConn) {
+        if let Some(why) = self.retire_reason(&w) {
+            self.pool().busy.retain(|b| b.pid != w.pid);
+            self.stats.recycled.fetch_add(1, Relaxed);
+            if self.may_log() {
+                tracing::info!(app = self.name(), pid = w.pid, "retiring worker: {why}");
+            }
+            return;
+        }
         let mut pool = self.pool();
         let now = Instant::now();
+        if self.config.limits.request_timeout.is_some() {
+            pool.busy.retain(|b| b.pid != w.pid);
+        }
         while let Some(entry) = pool.queue.pop_live(|tx| !tx.is_closed()) {
+            self.begin(&mut pool, &mut w, now);
             match entry.item.send(w) {
                 Ok(()) => {
                     self.stats.queued.store(pool.queue.len() as u64, Relaxed);
@@ -228,7 +293,11 @@ impl AppState {
                         .record_dispatch(now.saturating_duration_since(entry.enqueued));
                     return;
                 }
-                Err(back) => w = back,
+                Err(mut back) => {
+                    back.requests -= 1;
+                    pool.busy.retain(|b| b.pid != back.pid);
+                    w = back;
+                }
             }
         }
         self.stats.queued.store(0, Relaxed);
@@ -247,6 +316,7 @@ impl AppState {
         pool.live = pool.live.saturating_sub(1);
         if let Some(pid) = pid {
             pool.idle.retain(|w| w.pid != pid);
+            pool.busy.retain(|b| b.pid != pid);
         }
         self.stats.exited.fetch_add(1, Relaxed);
         drop(pool);
@@ -268,7 +338,60 @@ impl AppState {
     pub(crate) fn reset_workers(&self) {
         let mut pool = self.pool();
         pool.idle.clear();
+        pool.busy.clear();
+        pool.killed.clear();
         pool.live = 0;
+    }
+
+    /// Takes the workers whose request ran past its deadline out of the watch list, marked as
+    /// timed out; the caller kills them. Also returns the earliest deadline still pending.
+    pub(crate) fn expired(&self, now: Instant) -> (Vec<i32>, Option<Instant>) {
+        let mut pool = self.pool();
+        let mut expired = Vec::new();
+        pool.busy.retain(|b| {
+            if b.deadline <= now {
+                b.timed_out.store(true, Relaxed);
+                expired.push(b.pid);
+                false
+            } else {
+                true
+            }
+        });
+        pool.killed.extend_from_slice(&expired);
+        let next = pool.busy.iter().map(|b| b.deadline).min();
+        (expired, next)
+    }
+
+    /// Whether the watchdog killed worker `pid` (its death is the request's fault, not a crash).
+    pub(crate) fn take_killed(&self, pid: i32) -> bool {
+        let mut pool = self.pool();
+        let before = pool.killed.len();
+        pool.killed.retain(|&p| p != pid);
+        pool.killed.len() != before
+    }
+}
+
+/// Resident memory of process `pid` (0 if it cannot be read).
+fn resident_bytes(pid: i32) -> u64 {
+    // `statm`: size resident shared text lib data dt, in pages.
+    std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page_size())
+}
+
+fn page_size() -> u64 {
+    static PAGE: AtomicU64 = AtomicU64::new(0);
+    match PAGE.load(Relaxed) {
+        0 => {
+            let p = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+                .ok()
+                .flatten()
+                .map_or(4096, |p| p as u64);
+            PAGE.store(p, Relaxed);
+            p
+        }
+        p => p,
     }
 }
 

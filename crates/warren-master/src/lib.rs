@@ -65,6 +65,9 @@ pub enum DispatchError {
     /// another worker; it surfaces (as 502) only when every attempt met a dead worker.
     #[error("app {app}: {reason}")]
     WorkerGone { app: String, reason: String },
+    /// 504: the request ran past the app's `request_timeout_s`; its worker was killed.
+    #[error("app {app}: the request ran longer than request_timeout_s = {}", limit.as_secs_f64())]
+    RequestTimeout { app: String, limit: Duration },
     /// 413.
     #[error("the request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
@@ -107,6 +110,37 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Kills the workers of `app` whose request ran past `request_timeout_s` (uWSGI's harakiri).
+/// The exchange sees its worker die and answers 504; the supervisor forks a replacement.
+async fn watchdog(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    let limit = app.config.limits.request_timeout.unwrap_or_default();
+    // Checked at least every tenth of the limit (a request overruns by at most that much),
+    // at most every 10 ms, and at least every second.
+    let tick = (limit / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        let now = tokio::time::Instant::now();
+        let (expired, next) = app.expired(now);
+        for pid in expired {
+            app.stats.timed_out.fetch_add(1, Relaxed);
+            tracing::warn!(
+                app = app.name(),
+                pid,
+                request_timeout_s = limit.as_secs_f64(),
+                "request ran past request_timeout_s; killing its worker"
+            );
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let wake = next.map_or(now + tick, |n| n.min(now + tick));
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
 /// All apps' pools and supervisors.
 pub struct Master {
     apps: Vec<Arc<AppState>>,
@@ -129,6 +163,9 @@ impl Master {
             .map(|a| Arc::new(AppState::new(a.clone())))
             .collect();
         for app in &apps {
+            if app.config.limits.request_timeout.is_some() {
+                supervisors.spawn(watchdog(app.clone(), rx.clone()));
+            }
             supervisors.spawn(zygote::supervise(
                 app.clone(),
                 worker_bin.clone(),
@@ -182,6 +219,7 @@ impl Master {
         let result = loop {
             attempts += 1;
             let worker = app.checkout().await?;
+            let timed_out = worker.timed_out.clone();
             // A guard, not a pair of calls: the front may drop this future when its client
             // leaves.
             let _in_flight = InFlight::new(&app.stats);
@@ -199,6 +237,15 @@ impl Master {
                 }
             };
             match result {
+                // The watchdog killed the worker: this request is why.
+                Err(DispatchError::WorkerFailed { .. } | DispatchError::WorkerGone { .. })
+                    if timed_out.load(Relaxed) =>
+                {
+                    break Err(DispatchError::RequestTimeout {
+                        app: app.name().to_owned(),
+                        limit: app.config.limits.request_timeout.unwrap_or_default(),
+                    });
+                }
                 // Only a request without a body can be retried: a body is consumed once.
                 Err(DispatchError::WorkerGone { reason, .. })
                     if attempts < MAX_ATTEMPTS && head.content_length == Some(0) =>

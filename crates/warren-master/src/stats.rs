@@ -21,6 +21,10 @@ pub struct AppStats {
     /// Workers forked, and workers that exited.
     pub spawned: AtomicU64,
     pub exited: AtomicU64,
+    /// Workers retired between requests (`max_requests`, `max_worker_rss_mb`).
+    pub recycled: AtomicU64,
+    /// Workers killed for running a request past `request_timeout_s`.
+    pub timed_out: AtomicU64,
 }
 
 /// A consistent-enough copy of the counters.
@@ -35,6 +39,8 @@ pub struct StatsSnapshot {
     pub queue_wait_us_max: u64,
     pub spawned: u64,
     pub exited: u64,
+    pub recycled: u64,
+    pub timed_out: u64,
 }
 
 impl AppStats {
@@ -58,6 +64,8 @@ impl AppStats {
             queue_wait_us_max: self.queue_wait_us_max.load(Relaxed),
             spawned: self.spawned.load(Relaxed),
             exited: self.exited.load(Relaxed),
+            recycled: self.recycled.load(Relaxed),
+            timed_out: self.timed_out.load(Relaxed),
         }
     }
 }

@@ -38,6 +38,12 @@ const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(10);
 /// First and longest delay between forks while workers keep dying young.
 const FORK_DELAY_MIN: Duration = Duration::from_millis(100);
 const FORK_DELAY_MAX: Duration = Duration::from_secs(30);
+/// Workers dying young in a row that make a crash loop: the app is marked unavailable (503 at
+/// once, with `Retry-After`), and its zygote is started again after a back-off, which also
+/// picks up fixed code.
+const CRASH_LOOP_DEATHS: u32 = 5;
+/// A zygote that ran this long without a crash loop resets the crash-loop back-off.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Longest log line taken from an app; the rest of the line is dropped.
 const MAX_LOG_LINE: usize = 8 * 1024;
 
@@ -48,6 +54,8 @@ enum End {
     ImportFailed(String),
     /// It died after it was ready.
     Crashed(String),
+    /// Its workers kept dying young; it was stopped after running for the given time.
+    CrashLoop(String, Duration),
 }
 
 /// Runs `app`'s zygote until `shutdown` turns true, restarting it with back-off.
@@ -84,6 +92,7 @@ async fn supervise_zygotes(
     shutdown: &mut watch::Receiver<bool>,
 ) {
     let mut backoff = BACKOFF_MIN;
+    let mut crash_backoff = BACKOFF_MIN;
     loop {
         let end = run_zygote(app, worker_bin, sandbox, shutdown, &mut backoff).await;
         app.reset_workers();
@@ -91,6 +100,16 @@ async fn supervise_zygotes(
             End::Shutdown => return,
             End::ImportFailed(r) => (r, true),
             End::Crashed(r) => (r, false),
+            End::CrashLoop(r, ran) => {
+                if ran >= STABLE_AFTER {
+                    crash_backoff = BACKOFF_MIN;
+                }
+                // Import failures and crash loops back off separately: a zygote that imports
+                // fine resets the first, not the second.
+                backoff = crash_backoff;
+                crash_backoff = (crash_backoff * 2).min(BACKOFF_MAX);
+                (r, false)
+            }
         };
         tracing::error!(
             app = app.name(),
@@ -209,6 +228,7 @@ async fn run_zygote(
     // keep dying young, so a broken app costs a few forks a minute, not a core.
     let mut fork_delay = Duration::ZERO;
     let mut next_fork_at = Instant::now();
+    let mut young_deaths = 0u32;
     loop {
         let short = ready && app.live_workers() < app.target();
         if short && Instant::now() >= next_fork_at {
@@ -289,7 +309,10 @@ async fn run_zygote(
                     Msg::Exited { pid: ns_pid, status } => {
                         let pid = host_pids.remove(&ns_pid).unwrap_or(ns_pid);
                         let (clean, mut how) = describe_wait(status);
-                        if !clean && sandbox.new_oom_kills() > 0 {
+                        let harakiri = app.take_killed(pid);
+                        if harakiri {
+                            how = format!("{how} (its request ran past request_timeout_s)");
+                        } else if !clean && sandbox.new_oom_kills() > 0 {
                             how = format!(
                                 "{how}: out of memory (the app's cgroup limit is {} MiB; the kernel's OOM killer ended it)",
                                 cfg.limits.memory_bytes >> 20
@@ -304,7 +327,21 @@ async fn run_zygote(
                                 tracing::warn!(app = app.name(), pid, lived_s, "worker {how}");
                             }
                         }
-                        if !clean && lived.is_none_or(|d| d < CRASH_LOOP_WINDOW) {
+                        if harakiri {
+                            // The request's fault, not a crash: replaced at once.
+                        } else if !clean && lived.is_none_or(|d| d < CRASH_LOOP_WINDOW) {
+                            young_deaths += 1;
+                            if young_deaths >= CRASH_LOOP_DEATHS {
+                                app.worker_gone(Some(pid));
+                                let _ = child.start_kill();
+                                let _ = child.wait().await;
+                                return End::CrashLoop(
+                                    format!(
+                                        "its workers keep dying young ({young_deaths} in a row, the last {how})"
+                                    ),
+                                    started.elapsed(),
+                                );
+                            }
                             fork_delay = (fork_delay * 2).clamp(FORK_DELAY_MIN, FORK_DELAY_MAX);
                             next_fork_at = Instant::now() + fork_delay;
                             tracing::warn!(
@@ -314,6 +351,7 @@ async fn run_zygote(
                             );
                         } else {
                             fork_delay = Duration::ZERO;
+                            young_deaths = 0;
                         }
                         app.worker_gone(Some(pid));
                     }

@@ -6,11 +6,20 @@ POST /exit                  the worker reads part of the body, then dies
 GET  /exit-after-headers    the worker sends headers and a first chunk, then dies
 POST /read                  reads the whole body and answers its length
 GET  /hello                 answers at once
+GET  /sleep?s=N             sleeps N seconds, then answers
+GET  /drip                  streams a chunk every 0.1 s, forever
+GET  /leak?mb=N             keeps N more MiB alive in this worker, answers the worker's pid
+GET  /segv                  the worker dies of a segmentation fault
+GET  /count                 how many requests this worker has served, and its pid
 """
 
 import os
 import sys
 import time
+from urllib.parse import parse_qs
+
+_hoard = []
+_served = 0
 
 
 def reply(start_response, body, status="200 OK"):
@@ -20,7 +29,31 @@ def reply(start_response, body, status="200 OK"):
 
 
 def application(environ, start_response):
+    global _served
+    _served += 1
     path = environ["PATH_INFO"]
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    if path == "/sleep":
+        time.sleep(float(query["s"][0]))
+        return reply(start_response, "slept")
+    if path == "/drip":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def drip():
+            while True:
+                yield b"drop\n"
+                time.sleep(0.1)
+
+        return drip()
+    if path == "/leak":
+        _hoard.append(bytearray(int(query["mb"][0]) << 20))
+        return reply(start_response, str(os.getpid()))
+    if path == "/segv":
+        import ctypes
+
+        ctypes.string_at(0)
+    if path == "/count":
+        return reply(start_response, f"{_served} {os.getpid()}")
     if path == "/pid":
         return reply(start_response, str(os.getpid()))
     if path == "/exit":
