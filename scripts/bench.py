@@ -309,9 +309,11 @@ def main():
                   + "; zygote: " + ", ".join(f"{x:.1f} MB" for x in e["zygote_pss_mb"]))
         on, off = results.get((app, "warren")), results.get((app, "warren-open"))
         if on and off:
+            ratios = [on[c]["rps"] / off[c]["rps"] for c in CONNECTIONS if off[c]["rps"]]
             print(f"confinement on / off, {app}: "
-                  + ", ".join(f"{c} conn {on[c]['rps'] / off[c]['rps']:.3f}"
-                              for c in CONNECTIONS if off[c]["rps"]))
+                  + ", ".join(f"{c} conn {r:.3f}" for c, r in zip(CONNECTIONS, ratios))
+                  + (" (target >= 0.97: " + ("met" if min(ratios) >= 0.97 else "NOT met")
+                     + ")" if ratios else ""))
     if extras.get("gunicorn_flask_pss_mb"):
         print("gunicorn flask: PSS of idle workers: "
               + ", ".join(f"{x:.1f} MB" for x in extras["gunicorn_flask_pss_mb"]))

@@ -204,7 +204,7 @@ impl AppSandbox {
 }
 
 /// Reads `cgroup`'s usage every few seconds and logs throttling, OOM kills and memory use
-/// against the app, until shutdown.
+/// above 90% of the limit against the app, until shutdown.
 pub(crate) async fn report_usage(
     app: Arc<AppState>,
     cgroup: Arc<AppCgroup>,
@@ -224,6 +224,16 @@ pub(crate) async fn report_usage(
                 throttled_ms = (now.throttled_us - last.throttled_us) / 1000,
                 cpu_percent = app.config.limits.cpu_percent,
                 "cpu quota reached: the app's processes were throttled"
+            );
+        }
+        let limit = app.config.limits.memory_bytes;
+        let high = |u: &warren_sandbox::cgroup::Usage| u.memory_bytes > limit / 10 * 9;
+        if high(&now) && !high(&last) {
+            tracing::warn!(
+                app = app.name(),
+                memory_mb = now.memory_bytes >> 20,
+                limit_mb = limit >> 20,
+                "memory use is above 90% of the app's limit"
             );
         }
         if now.oom_kills > last.oom_kills {

@@ -95,7 +95,9 @@ fn cgroups() -> (Status, String) {
             let why = if root {
                 e.to_string()
             } else {
-                format!("{e} (not root: cgroups need root or a delegated, writable v2 subtree)")
+                format!(
+                    "{e} (not root: warren's groups live under /sys/fs/cgroup/warren, which needs root)"
+                )
             };
             let status = if matches!(e, crate::cgroup::CgroupError::Write { what, .. } if what.contains("swap"))
             {

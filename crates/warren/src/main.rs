@@ -96,7 +96,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             if !nix_is_root() {
                 println!(
-                    "(not root: user namespaces, Landlock, seccomp and rlimits work; cgroups need a delegated v2 subtree)"
+                    "(not root: user namespaces, Landlock, seccomp and rlimits work; cgroups need root)"
                 );
             }
             Ok(())

@@ -1002,6 +1002,15 @@ fn host_loopback_is_unreachable() {
 }
 
 #[test]
+fn tcp_inside_the_sandbox_is_refused_by_landlock() {
+    let Some(s) = Scene::start() else { return };
+    // Only Landlock answers EACCES here: the namespace's own loopback would let it through.
+    let r = s.attack("/tcp_in_sandbox");
+    assert_contained(&r, &[EACCES]);
+    s.finish();
+}
+
+#[test]
 fn host_abstract_unix_socket_is_unreachable() {
     let Some(s) = Scene::start() else { return };
     let nanos = std::time::SystemTime::now()

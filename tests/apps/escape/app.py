@@ -38,6 +38,7 @@ Routes (the errno expected under the sandbox in brackets):
               /read_proc1_root  /write_code [30|13]  /write_site_packages [30|13]
   resources   /memory_hog [OOM: 502]  /cpu_spin?seconds=S  /fill_tmp [28|27]  /many_fds [24]
   network     /connect_host?port=N [111|101|13|1]  /abstract_unix?name=N [111|13|1]
+              /tcp_in_sandbox [13: Landlock alone]
               /raw_socket [1]  /netlink_socket [1]
   identity    /kill_all [1]  /sethostname [1]  /settimeofday [1]  /fds  /self_check
   guards      /audit_tamper  /guards?port=N   (for an app with the Python guards on)
@@ -852,6 +853,28 @@ def attack_connect_host(q):
         return contained(f"connect to 127.0.0.1:{port} failed", exc)
     conn.close()
     return escaped(f"connected to 127.0.0.1:{port}")
+
+
+def attack_tcp_in_sandbox(q):
+    """Binds a TCP listener on the sandbox's own loopback and connects to it. The network
+    namespace allows this (its loopback is the app's own); only Landlock's TCP rules refuse
+    it, with EACCES: the proof that the Landlock layer is on."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        try:
+            server.bind(("127.0.0.1", 0))
+            server.listen(1)
+        except OSError as exc:
+            return contained("bind to the sandbox's loopback failed", exc)
+        port = server.getsockname()[1]
+        try:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=2)
+        except OSError as exc:
+            return contained(f"connect to the sandbox's own 127.0.0.1:{port} failed", exc)
+        conn.close()
+        return escaped(f"bound and connected to 127.0.0.1:{port} inside the sandbox")
+    finally:
+        server.close()
 
 
 def attack_abstract_unix(q):
