@@ -64,6 +64,8 @@ pub struct Server {
     pub threads: usize,
     /// First uid of the per-app unprivileged ids (see [`App::uid`]).
     pub sandbox_uid_base: u32,
+    /// A file whose modification (`touch`) reloads the config, as SIGHUP does.
+    pub touch_reload: Option<PathBuf>,
 }
 
 /// `[apps.NAME]`: one WSGI app.
@@ -97,6 +99,9 @@ pub struct App {
     /// The unprivileged uid (and gid) outside that root inside the app's sandbox maps to:
     /// `server.sandbox_uid_base` plus the app's position in name order.
     pub uid: u32,
+    /// Files whose modification (`touch`) redeploys this app: new zygote and workers first,
+    /// then the old ones drain.
+    pub touch_reload: Vec<PathBuf>,
 }
 
 /// `[apps.NAME.limits]`.
@@ -180,6 +185,7 @@ struct ServerFile {
     threads: Option<usize>,
     #[serde(default = "default_uid_base")]
     sandbox_uid_base: u32,
+    touch_reload: Option<String>,
 }
 
 fn default_uid_base() -> u32 {
@@ -195,6 +201,7 @@ impl Default for ServerFile {
             body_timeout_s: default_body_timeout_s(),
             threads: None,
             sandbox_uid_base: default_uid_base(),
+            touch_reload: None,
         }
     }
 }
@@ -233,6 +240,8 @@ struct AppFile {
     limits: LimitsFile,
     #[serde(default)]
     sandbox: SandboxFile,
+    #[serde(default)]
+    touch_reload: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -504,8 +513,15 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             validate_limits(&app.limits, &key).map_err(|(k, reason)| invalid(k, reason))?;
         let sandbox =
             validate_sandbox(app.sandbox, base, &key).map_err(|(k, reason)| invalid(k, reason))?;
+        let touch_reload = app
+            .touch_reload
+            .iter()
+            .map(|f| resolve_file(base, f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| invalid(key("touch_reload"), reason))?;
 
         apps.push(App {
+            touch_reload,
             limits,
             sandbox,
             uid: uid_base + index as u32,
@@ -532,6 +548,13 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             body_timeout,
             threads,
             sandbox_uid_base: uid_base,
+            touch_reload: match &raw.server.touch_reload {
+                None => None,
+                Some(f) => Some(
+                    resolve_file(base, f)
+                        .map_err(|reason| invalid("server.touch_reload".into(), reason))?,
+                ),
+            },
         },
         apps,
     })
@@ -630,6 +653,16 @@ fn validate_sandbox(
 
 fn seconds(s: f64) -> Option<Duration> {
     (s.is_finite() && s > 0.0).then(|| Duration::from_secs_f64(s))
+}
+
+/// A file that may not exist yet (it is `touch`ed later), in a directory that must.
+fn resolve_file(base: &Path, rel: &str) -> Result<PathBuf, String> {
+    let joined = base.join(rel);
+    let (Some(parent), Some(name)) = (joined.parent(), joined.file_name()) else {
+        return Err(format!("{} is not a file path", joined.display()));
+    };
+    let parent = resolve_dir(base, &parent.to_string_lossy())?;
+    Ok(parent.join(name))
 }
 
 fn resolve_dir(base: &Path, rel: &str) -> Result<PathBuf, String> {

@@ -31,7 +31,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use warren_config::Config;
-use warren_master::Master;
+use warren_master::{AppState, Master, ReloadReport};
 use warren_protocol::RequestHead;
 
 pub use body::FrontBody;
@@ -40,9 +40,17 @@ pub use routes::Routes;
 /// How long in-flight connections get to finish after shutdown is asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The routing table and the apps it routes to (index `i` of the routes is `apps[i]`),
+/// swapped whole by a reload.
+struct Table {
+    routes: Routes,
+    apps: Vec<Arc<AppState>>,
+}
+
 /// Everything a request needs, shared by all connections.
 pub struct Front {
-    routes: Routes,
+    /// Read (an `Arc` clone) once per request; replaced by [`Front::reload`].
+    table: std::sync::RwLock<Arc<Table>>,
     master: Master,
     max_header_bytes: usize,
     header_timeout: Duration,
@@ -52,13 +60,35 @@ pub struct Front {
 
 impl Front {
     pub fn new(config: &Config, master: Master) -> Front {
-        Front {
+        let table = Table {
             routes: Routes::new(config),
+            apps: master.apps(),
+        };
+        Front {
+            table: std::sync::RwLock::new(Arc::new(table)),
             master,
             max_header_bytes: config.server.max_header_bytes,
             header_timeout: config.server.header_timeout,
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// Applies a new config (SIGHUP, a touched reload file): apps added, removed, and
+    /// redeployed (those named in `redeploy`, every app when `None`, and those whose config
+    /// changed), each new generation up before requests move to it. `server` settings are
+    /// not re-applied (they need a restart).
+    pub async fn reload(&self, config: &Config, redeploy: Option<&[String]>) -> ReloadReport {
+        let (apps, report, _old) = self.master.reload(config, redeploy).await;
+        let table = Arc::new(Table {
+            routes: Routes::new(config),
+            apps,
+        });
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = table;
+        report
+    }
+
+    fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Gives back the master, for its shutdown.
@@ -190,24 +220,25 @@ async fn route(
             "missing or invalid Host header\n",
         );
     };
-    let Some(app) = front.routes.app_for(&host) else {
+    let table = front.table();
+    let Some(index) = table.routes.app_for(&host) else {
         tracing::debug!(request_id = %format_args!("{id:016x}"), %host, "no app for host");
         return rescue::plain(
             http::StatusCode::NOT_FOUND,
             "no app is served at this host\n",
         );
     };
-    if let Some(dir) = front.routes.static_dir(app, parts.uri.path()) {
+    if let Some(dir) = table.routes.static_dir(index, parts.uri.path()) {
         return static_files::serve(dir, &parts).await;
     }
-    dispatch(front, info, id, app, &host, &parts, body).await
+    dispatch(front, info, id, &table.apps[index], &host, &parts, body).await
 }
 
 async fn dispatch(
     front: &Front,
     info: ConnInfo,
     id: u64,
-    app: usize,
+    app: &Arc<AppState>,
     host: &str,
     parts: &http::request::Parts,
     body: Incoming,
@@ -267,6 +298,6 @@ async fn dispatch(
             }
             resp.map(FrontBody::Master)
         }
-        Err(e) => rescue::dispatch_error(id, front.master.apps()[app].name(), &e),
+        Err(e) => rescue::dispatch_error(id, app.name(), &e),
     }
 }

@@ -31,6 +31,13 @@ pub fn dispatch_error(id: u64, app: &str, err: &DispatchError) -> Response<Front
                 "the app is overloaded; retry later\n".to_owned(),
             )
         }
+        DispatchError::Retired { .. } => {
+            tracing::info!(request_id = %rid, app, error = %err, "app removed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the app was removed\n".to_owned(),
+            )
+        }
         DispatchError::Unavailable { reason, .. } => {
             tracing::info!(request_id = %rid, app, error = %err, "app unavailable");
             (

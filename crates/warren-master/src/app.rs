@@ -76,10 +76,17 @@ struct Pool {
     busy: Vec<Busy>,
     /// Workers the watchdog killed whose exit the supervisor has not seen yet.
     killed: Vec<i32>,
+    /// Replaced or removed, and drained: takes no request any more.
+    retired: bool,
 }
 
 pub struct AppState {
     pub config: App,
+    /// 0 for the app as first started; each redeploy starts a new generation next to the old.
+    pub generation: u32,
+    /// The generation that replaced this one (set when a redeploy swaps it in): requests that
+    /// reach this one after it retired go there.
+    successor: std::sync::OnceLock<Arc<AppState>>,
     pool: Mutex<Pool>,
     pub stats: AppStats,
     /// How many workers the app should have; the supervisor forks up to it. Fixed by config
@@ -92,9 +99,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub(crate) fn new(config: App) -> Self {
+    pub(crate) fn new(config: App, generation: u32) -> Self {
         let target = config.workers;
         AppState {
+            generation,
+            successor: std::sync::OnceLock::new(),
             pool: Mutex::new(Pool {
                 idle: Vec::with_capacity(target),
                 queue: Queue::new(config.queue_max),
@@ -102,6 +111,7 @@ impl AppState {
                 live: 0,
                 busy: Vec::new(),
                 killed: Vec::new(),
+                retired: false,
             }),
             config,
             stats: AppStats::default(),
@@ -146,6 +156,35 @@ impl AppState {
         &self.config.name
     }
 
+    /// The name of this generation's cgroup: `NAME`, then `NAME@GEN` for redeploys.
+    pub fn group_name(&self) -> String {
+        match self.generation {
+            0 => self.config.name.clone(),
+            g => format!("{}@{g}", self.config.name),
+        }
+    }
+
+    /// Where requests go once this generation retired.
+    pub(crate) fn set_successor(&self, next: Arc<AppState>) {
+        let _ = self.successor.set(next);
+    }
+
+    pub(crate) fn successor(&self) -> Option<&Arc<AppState>> {
+        self.successor.get()
+    }
+
+    /// Retires the app if it is drained: nothing queued, every live worker idle. From then on
+    /// [`AppState::checkout`] refuses with [`DispatchError::Retired`]. `force` retires it
+    /// whatever runs (the drain timed out).
+    pub(crate) fn try_retire(&self, force: bool) -> bool {
+        let mut pool = self.pool();
+        let drained = pool.queue.is_empty() && pool.idle.len() >= pool.live;
+        if drained || force {
+            pool.retired = true;
+        }
+        pool.retired
+    }
+
     pub fn target(&self) -> usize {
         self.target.load(Relaxed)
     }
@@ -172,6 +211,11 @@ impl AppState {
     pub(crate) async fn checkout(self: &Arc<Self>) -> Result<WorkerConn, DispatchError> {
         let (id, rx) = {
             let mut pool = self.pool();
+            if pool.retired {
+                return Err(DispatchError::Retired {
+                    app: self.name().to_owned(),
+                });
+            }
             if let Some(mut w) = pool.idle.pop() {
                 self.stats.record_dispatch(Duration::ZERO);
                 self.begin(&mut pool, &mut w, Instant::now());

@@ -132,7 +132,7 @@ impl AppSandbox {
                     pids: cfg.limits.pids,
                 };
                 let group = cgroups
-                    .create_app(&cfg.name, limits)
+                    .create_app(&app.group_name(), limits)
                     .map_err(|e| format!("creating its cgroup: {e}"))?;
                 let dir = |c: &str| {
                     group

@@ -68,6 +68,9 @@ pub enum DispatchError {
     /// 504: the request ran past the app's `request_timeout_s`; its worker was killed.
     #[error("app {app}: the request ran longer than request_timeout_s = {}", limit.as_secs_f64())]
     RequestTimeout { app: String, limit: Duration },
+    /// The app was removed by a reload after this request was routed to it: 503.
+    #[error("app {app} was removed")]
+    Retired { app: String },
     /// 413.
     #[error("the request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
@@ -80,9 +83,9 @@ impl DispatchError {
     /// The `Retry-After` to advertise, for errors a client may retry.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            DispatchError::QueueFull { .. } | DispatchError::QueueTimeout { .. } => {
-                Some(Duration::from_secs(1))
-            }
+            DispatchError::QueueFull { .. }
+            | DispatchError::QueueTimeout { .. }
+            | DispatchError::Retired { .. } => Some(Duration::from_secs(1)),
             DispatchError::Unavailable { retry_after, .. } => {
                 Some((*retry_after).max(Duration::from_secs(1)))
             }
@@ -141,55 +144,197 @@ async fn watchdog(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// One running generation of an app: its state, and how to stop its supervisor.
+struct Running {
+    app: Arc<AppState>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// How long a redeployed app's new generation may take to have a worker ready.
+const READY_WAIT: Duration = Duration::from_secs(60);
+/// How long an old generation may take to finish its requests after a redeploy.
+const DRAIN_WAIT: Duration = Duration::from_secs(30);
+
 /// All apps' pools and supervisors.
 pub struct Master {
-    apps: Vec<Arc<AppState>>,
+    /// The generations that take new requests, in config order.
+    running: std::sync::Mutex<Vec<Running>>,
+    /// Generations draining after a redeploy or removal.
+    draining: std::sync::Mutex<JoinSet<()>>,
+    worker_bin: Arc<Path>,
+    confinement: Arc<Confinement>,
     /// Longest pause between two pieces of a request body.
     body_timeout: Duration,
-    shutdown: watch::Sender<bool>,
-    supervisors: JoinSet<()>,
+    /// Next generation number.
+    generation: std::sync::atomic::AtomicU32,
+}
+
+/// What a reload changed, for the log and the caller.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub redeployed: Vec<String>,
+    pub removed: Vec<String>,
+    /// Apps whose new generation did not come up; their old one keeps serving.
+    pub failed: Vec<(String, String)>,
 }
 
 impl Master {
     /// Starts a supervisor (and so a zygote) for every app in `config`. Must be called within
     /// a tokio runtime.
     pub fn start(config: &Config, worker_bin: &Path, confinement: Arc<Confinement>) -> Master {
-        let (shutdown, rx) = watch::channel(false);
-        let worker_bin: Arc<Path> = worker_bin.into();
-        let mut supervisors = JoinSet::new();
-        let apps: Vec<Arc<AppState>> = config
+        let master = Master {
+            running: std::sync::Mutex::new(Vec::new()),
+            draining: std::sync::Mutex::new(JoinSet::new()),
+            worker_bin: worker_bin.into(),
+            confinement,
+            body_timeout: config.server.body_timeout,
+            generation: std::sync::atomic::AtomicU32::new(1),
+        };
+        let running = config
             .apps
             .iter()
-            .map(|a| Arc::new(AppState::new(a.clone())))
+            .map(|a| master.launch(a.clone(), 0))
             .collect();
-        for app in &apps {
-            if app.config.limits.request_timeout.is_some() {
-                supervisors.spawn(watchdog(app.clone(), rx.clone()));
-            }
-            supervisors.spawn(zygote::supervise(
-                app.clone(),
-                worker_bin.clone(),
-                confinement.clone(),
-                rx.clone(),
-            ));
-        }
-        Master {
-            apps,
-            body_timeout: config.server.body_timeout,
-            shutdown,
-            supervisors,
-        }
+        *master.running.lock().unwrap_or_else(|e| e.into_inner()) = running;
+        master
     }
 
-    /// The apps, in config order (the index is what [`Master::dispatch`] takes).
-    pub fn apps(&self) -> &[Arc<AppState>] {
-        &self.apps
+    fn launch(&self, config: warren_config::App, generation: u32) -> Running {
+        let app = Arc::new(AppState::new(config, generation));
+        let (stop, rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        if app.config.limits.request_timeout.is_some() {
+            tasks.spawn(watchdog(app.clone(), rx.clone()));
+        }
+        tasks.spawn(zygote::supervise(
+            app.clone(),
+            self.worker_bin.clone(),
+            self.confinement.clone(),
+            rx,
+        ));
+        Running { app, stop, tasks }
+    }
+
+    /// The apps that take new requests, in config order.
+    pub fn apps(&self) -> Vec<Arc<AppState>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|r| r.app.clone())
+            .collect()
+    }
+
+    /// Applies `config`: starts the apps it adds, and a new generation of each app in
+    /// `redeploy` (every app of `config` when `None`) and of each app whose config changed.
+    /// A new generation takes requests once one of its workers is ready; until then, and for
+    /// good if it never gets there, the old one serves. Returns the apps in config order (for
+    /// the router) and what changed. The generations replaced or removed are drained in the
+    /// background: they finish what they hold, then stop.
+    ///
+    /// The caller swaps its routes to the returned apps, then calls [`Master::retire`].
+    pub async fn reload(
+        &self,
+        config: &Config,
+        redeploy: Option<&[String]>,
+    ) -> (Vec<Arc<AppState>>, ReloadReport, Vec<Arc<AppState>>) {
+        let mut report = ReloadReport::default();
+        let old = self.apps();
+        let find = |name: &str| old.iter().find(|a| a.name() == name);
+        // Start every new generation at once, then wait for them together.
+        let mut starting = Vec::new();
+        for cfg in &config.apps {
+            let previous = find(&cfg.name);
+            let wanted = match previous {
+                None => true,
+                Some(p) => {
+                    !same_app(&p.config, cfg)
+                        || redeploy.is_none_or(|names| names.contains(&cfg.name))
+                }
+            };
+            if wanted {
+                let generation = self.generation.fetch_add(1, Relaxed);
+                starting.push((cfg.name.clone(), self.launch(cfg.clone(), generation)));
+            }
+        }
+        let mut ready = Vec::new();
+        for (name, run) in starting {
+            match wait_ready(&run.app).await {
+                Ok(()) => ready.push((name, run)),
+                Err(reason) => {
+                    let keep = find(&name).is_some();
+                    tracing::error!(
+                        app = %name,
+                        %reason,
+                        "the new version did not start; {}",
+                        if keep { "the running one keeps serving" } else { "it answers 503 until it starts" }
+                    );
+                    if keep {
+                        report.failed.push((name, reason));
+                        let _ = run.stop.send(true);
+                        self.drain_later(run, Duration::ZERO);
+                    } else {
+                        // A new app that does not start yet is still added (its supervisor
+                        // keeps trying, with back-off).
+                        report.failed.push((name.clone(), reason));
+                        ready.push((name, run));
+                    }
+                }
+            }
+        }
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut previous: Vec<Running> = std::mem::take(&mut *running);
+        let mut retiring = Vec::new();
+        for cfg in &config.apps {
+            let old_run = previous
+                .iter()
+                .position(|r| r.app.name() == cfg.name)
+                .map(|i| previous.swap_remove(i));
+            match (ready.iter().position(|(n, _)| *n == cfg.name), old_run) {
+                (Some(i), old_run) => {
+                    let (_, new_run) = ready.swap_remove(i);
+                    match old_run {
+                        Some(o) => {
+                            o.app.set_successor(new_run.app.clone());
+                            report.redeployed.push(cfg.name.clone());
+                            retiring.push(o);
+                        }
+                        None => report.added.push(cfg.name.clone()),
+                    }
+                    running.push(new_run);
+                }
+                (None, Some(o)) => running.push(o),
+                (None, None) => {}
+            }
+        }
+        // What is left was removed from the config.
+        for o in previous {
+            report.removed.push(o.app.name().to_owned());
+            retiring.push(o);
+        }
+        let apps = running.iter().map(|r| r.app.clone()).collect();
+        drop(running);
+        let old_apps = retiring.iter().map(|r| r.app.clone()).collect();
+        for r in retiring {
+            self.drain_later(r, DRAIN_WAIT);
+        }
+        (apps, report, old_apps)
+    }
+
+    /// Drains `run` in the background (up to `wait`), then stops it.
+    fn drain_later(&self, run: Running, wait: Duration) {
+        self.draining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spawn(drain(run, wait));
     }
 
     /// Runs one request on a worker of app `app`. `body` is `None` when the request has none.
     pub async fn dispatch<B>(
         &self,
-        app: usize,
+        app: &Arc<AppState>,
         head: &RequestHead<'_>,
         body: Option<B>,
     ) -> Result<Response<ResponseBody>, DispatchError>
@@ -197,7 +342,7 @@ impl Master {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: std::fmt::Display + Send,
     {
-        let app = &self.apps[app];
+        let mut app = app;
         if head
             .content_length
             .is_some_and(|n| n > app.config.max_body_bytes)
@@ -218,7 +363,17 @@ impl Master {
         let mut attempts = 0;
         let result = loop {
             attempts += 1;
-            let worker = app.checkout().await?;
+            let worker = match app.checkout().await {
+                Ok(w) => w,
+                // A redeploy replaced the app after this request was routed: its successor
+                // takes it (the body is untouched until a worker is found).
+                Err(DispatchError::Retired { .. }) if app.successor().is_some() => {
+                    app = app.successor().expect("checked");
+                    attempts -= 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let timed_out = worker.timed_out.clone();
             // A guard, not a pair of calls: the front may drop this future when its client
             // leaves.
@@ -265,8 +420,56 @@ impl Master {
     }
 
     /// Stops every zygote (and with it every worker) and waits for the supervisors.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.supervisors.join_next().await.is_some() {}
+    pub async fn shutdown(self) {
+        let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut draining =
+            std::mem::take(&mut *self.draining.lock().unwrap_or_else(|e| e.into_inner()));
+        for mut r in running {
+            let _ = r.stop.send(true);
+            while r.tasks.join_next().await.is_some() {}
+        }
+        while draining.join_next().await.is_some() {}
     }
+}
+
+/// Whether two configs of an app would run it the same way.
+fn same_app(a: &warren_config::App, b: &warren_config::App) -> bool {
+    format!("{a:?}") == format!("{b:?}")
+}
+
+/// Waits until `app` has a worker ready, or says why it will not.
+async fn wait_ready(app: &AppState) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + READY_WAIT;
+    loop {
+        match app.health() {
+            Health::Broken { reason, .. } => return Err(reason),
+            Health::Ready if app.idle_workers() > 0 => return Ok(()),
+            _ => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("no worker was ready within {READY_WAIT:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Lets an old generation finish what it holds (bounded by `wait`), then stops it.
+async fn drain(mut run: Running, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let late = tokio::time::Instant::now() >= deadline;
+        if run.app.try_retire(late) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !wait.is_zero() {
+        tracing::info!(
+            app = run.app.name(),
+            generation = run.app.generation,
+            "old generation drained; stopping it"
+        );
+    }
+    let _ = run.stop.send(true);
+    while run.tasks.join_next().await.is_some() {}
 }

@@ -2,9 +2,12 @@
 //!
 //! This is the binary edge: it reads the config (refusing a bad one with the file, key and
 //! reason), sets up logging, binds the listener, starts the master (one zygote per app) and
-//! the front, and shuts both down on SIGINT or SIGTERM.
+//! the front, reloads on SIGHUP or a touched file (`reload.rs`), and shuts both down on SIGINT
+//! or SIGTERM.
 
 #![forbid(unsafe_code)]
+
+mod reload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,7 +106,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve { config } => {
             init_logging();
-            let config = warren_config::load(&config)?;
+            let path = config;
+            let config = warren_config::load(&path)?;
             // Before any thread exists: probing forks, and user namespaces need one thread.
             let confinement = Arc::new(warren_master::Confinement::probe());
             confinement.log();
@@ -120,7 +124,7 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?
-                .block_on(serve(config, confinement))
+                .block_on(serve(path, config, confinement))
         }
     }
 }
@@ -135,6 +139,7 @@ fn nix_is_root() -> bool {
 }
 
 async fn serve(
+    path: PathBuf,
     config: warren_config::Config,
     confinement: Arc<warren_master::Confinement>,
 ) -> Result<()> {
@@ -159,6 +164,9 @@ async fn serve(
         tracing::info!(app = %app.name, hosts = ?app.hosts, workers = app.workers, dir = %app.path.display(), "app configured");
     }
     let front = Arc::new(warren_front::Front::new(&config, master));
+    // Installed before the `listening` line: from then on SIGHUP reloads instead of killing.
+    let hup = signal(SignalKind::hangup())?;
+    let reloads = tokio::spawn(reload::run(front.clone(), path, config, hup));
     tracing::info!(%addr, "listening");
     // A machine-readable line for scripts and tests that bind port 0.
     println!("listening on {addr}");
@@ -173,6 +181,8 @@ async fn serve(
         tracing::info!("shutting down");
     };
     warren_front::run(listener, front.clone(), shutdown).await;
+    reloads.abort();
+    let _ = reloads.await;
     match Arc::try_unwrap(front) {
         Ok(front) => front.into_master().shutdown().await,
         Err(_) => tracing::warn!("connections still hold the front; exiting without waiting"),

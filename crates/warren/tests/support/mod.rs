@@ -255,6 +255,11 @@ impl Warren {
         self.client(host).get(path)
     }
 
+    /// Sends SIGHUP (reload the config, redeploy the apps).
+    pub fn hangup(&self) {
+        signal(self.pid, "HUP");
+    }
+
     /// Sends SIGTERM without waiting (see [`Warren::stop`] for the whole shutdown).
     pub fn terminate(&self) {
         signal(self.pid, "TERM");

@@ -1,0 +1,126 @@
+//! Changing the apps while they serve: SIGHUP and `server.touch_reload` re-read the config and
+//! redeploy every app; touching one of an app's `touch_reload` files redeploys that app. In
+//! both cases apps added to the config start, apps removed from it drain and stop, and an app
+//! whose config changed is redeployed. A redeploy starts the new generation (zygote, workers)
+//! next to the old one and moves requests to it once a worker is ready; the old one finishes
+//! what it holds and stops. A config that does not load is refused with its error and the
+//! running one stays.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::signal::unix::Signal;
+use tokio::time::Duration;
+
+use warren_config::Config;
+use warren_front::Front;
+
+/// How often the touch-reload files are looked at.
+const TOUCH_POLL: Duration = Duration::from_secs(1);
+
+/// Modification times of the touch-reload files of a config.
+struct Stamps {
+    server: Option<(PathBuf, Option<SystemTime>)>,
+    apps: Vec<(String, PathBuf, Option<SystemTime>)>,
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Stamps {
+    fn of(config: &Config) -> Stamps {
+        Stamps {
+            server: config
+                .server
+                .touch_reload
+                .as_ref()
+                .map(|p| (p.clone(), mtime(p))),
+            apps: config
+                .apps
+                .iter()
+                .flat_map(|a| {
+                    a.touch_reload
+                        .iter()
+                        .map(|p| (a.name.clone(), p.clone(), mtime(p)))
+                })
+                .collect(),
+        }
+    }
+
+    /// What was touched since the last look: `Some(None)` for the server's file (reload all),
+    /// `Some(Some(apps))` for apps' files.
+    fn touched(&mut self) -> Option<Option<Vec<String>>> {
+        if let Some((path, seen)) = &mut self.server {
+            let now = mtime(path);
+            if now != *seen {
+                *seen = now;
+                return Some(None);
+            }
+        }
+        let mut apps = Vec::new();
+        for (app, path, seen) in &mut self.apps {
+            let now = mtime(path);
+            if now != *seen {
+                *seen = now;
+                if !apps.contains(app) {
+                    apps.push(app.clone());
+                }
+            }
+        }
+        (!apps.is_empty()).then_some(Some(apps))
+    }
+}
+
+/// Waits for SIGHUP or a touched file and applies the config at `path`, one reload at a time,
+/// until the task is dropped.
+pub async fn run(front: Arc<Front>, path: PathBuf, mut current: Config, mut hup: Signal) {
+    let mut stamps = Stamps::of(&current);
+    let mut poll = tokio::time::interval(TOUCH_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let redeploy = tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config and redeploying every app");
+                None
+            }
+            _ = poll.tick() => match stamps.touched() {
+                None => continue,
+                Some(None) => {
+                    tracing::info!("server.touch_reload touched: reloading the config and redeploying every app");
+                    None
+                }
+                Some(Some(apps)) => {
+                    tracing::info!(apps = ?apps, "touch_reload touched: redeploying");
+                    Some(apps)
+                }
+            },
+        };
+        let config = match warren_config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused: the config does not load; the running one stays");
+                continue;
+            }
+        };
+        if format!("{:?}", config.server) != format!("{:?}", current.server) {
+            tracing::warn!("[server] settings changed; they take effect at the next restart");
+        }
+        let report = front.reload(&config, redeploy.as_deref()).await;
+        tracing::info!(
+            added = ?report.added,
+            redeployed = ?report.redeployed,
+            removed = ?report.removed,
+            failed = ?report.failed,
+            "reload done"
+        );
+        // Keep the running server settings: they were not re-applied.
+        let server = current.server.clone();
+        current = config;
+        current.server = server;
+        let old = std::mem::replace(&mut stamps, Stamps::of(&current));
+        // A file touched during the reload still counts next time.
+        stamps.server = old.server.or(stamps.server);
+    }
+}
