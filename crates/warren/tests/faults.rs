@@ -242,3 +242,43 @@ workers = 1
     }
     w.stop();
 }
+
+#[test]
+fn a_client_that_stops_reading_holds_its_worker_no_longer_than_request_timeout() {
+    let w = start(1, "request_timeout_s = 1");
+    // A response the client never reads: the worker blocks on a full socket...
+    let mut stalled = w.client(GOOD);
+    stalled
+        .send(format!("GET /flood HTTP/1.1\r\nHost: {GOOD}\r\n\r\n").as_bytes())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // ...until the request's time is up: then it is killed and replaced, and the request that
+    // queued behind it (one worker) is served.
+    let r = w.get(GOOD, "/hello");
+    r.assert_ok();
+    assert!(
+        w.wait_for_log_line(Duration::from_secs(5), &["request ran past request_timeout_s"]),
+        "{}",
+        w.logs()
+    );
+    drop(stalled);
+    w.stop();
+}
+
+#[test]
+fn malformed_requests_get_400() {
+    let w = start(1, "");
+    for raw in [
+        "GARBAGE\r\n\r\n".to_owned(),
+        format!("GET / HTTP/1.1\r\nHost: {GOOD}\r\nContent-Length: nope\r\n\r\n"),
+        format!("GET / HTTP/1.1\r\nHost: {GOOD}\r\nBad Header\r\n\r\n"),
+    ] {
+        let mut c = w.client(GOOD);
+        c.send(raw.as_bytes()).unwrap();
+        let r = c.read_response("GET").expect("an answer, not a hang");
+        assert_eq!(r.status, 400, "{raw:?}: {}", r.text());
+    }
+    // The worker never saw them and still serves.
+    w.get(GOOD, "/hello").assert_ok();
+    w.stop();
+}

@@ -8,6 +8,7 @@ POST /read                  reads the whole body and answers its length
 GET  /hello                 answers at once
 GET  /sleep?s=N             sleeps N seconds, then answers
 GET  /drip                  streams a chunk every 0.1 s, forever
+GET  /flood                 streams 64 KiB chunks as fast as the client takes them, forever
 GET  /leak?mb=N             keeps N more MiB alive in this worker, answers the worker's pid
 GET  /segv                  the worker dies of a segmentation fault
 GET  /count                 how many requests this worker has served, and its pid
@@ -45,6 +46,15 @@ def application(environ, start_response):
                 time.sleep(0.1)
 
         return drip()
+    if path == "/flood":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+        def flood():
+            chunk = b"f" * 65536
+            while True:
+                yield chunk
+
+        return flood()
     if path == "/leak":
         _hoard.append(bytearray(int(query["mb"][0]) << 20))
         return reply(start_response, str(os.getpid()))
