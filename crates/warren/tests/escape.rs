@@ -665,6 +665,15 @@ fn threads_cannot_start() {
 }
 
 #[test]
+fn threads_cannot_start_in_the_zygote_at_import_time() {
+    let Some(s) = Scene::start() else { return };
+    let r = s.attack("/thread_at_import");
+    assert_contained(&r, &[]);
+    assert!(r.error().starts_with("RuntimeError"), "{}", r.body);
+    s.finish();
+}
+
+#[test]
 fn subprocess_run_is_refused() {
     let Some(s) = Scene::start() else { return };
     let r = s.attack("/subprocess_run");

@@ -1095,6 +1095,27 @@ def attack_guards(q):
 
 
 # ---------------------------------------------------------------------------------------------
+def _thread_at_import():
+    """Runs while the zygote imports the app: a thread started here would live in the process
+    every worker is forked from."""
+    try:
+        t = threading.Thread(target=time.sleep, args=(0.01,), daemon=True)
+        t.start()
+        t.join()
+    except Exception as exc:  # noqa: BLE001 - RuntimeError("can't start new thread") expected
+        return contained("a thread at import time failed to start", exc)
+    return escaped("a thread started in the zygote at import time")
+
+
+_IMPORT_THREAD = _thread_at_import()
+
+
+def attack_thread_at_import(q):
+    """What happened to the thread started at import time, in the zygote."""
+    return _IMPORT_THREAD
+
+
+# ---------------------------------------------------------------------------------------------
 # WSGI
 
 
