@@ -335,3 +335,53 @@ fn groups_left_by_a_killed_warren_are_removed_by_the_next_one() {
     }
     next.stop();
 }
+
+#[test]
+fn an_app_allowed_threads_is_still_held_by_its_pids_limit() {
+    if !needs_root() {
+        return;
+    }
+    let w = Warren::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[apps.threaded]
+path = "{}"
+entry = "app:application"
+workers = 1
+
+[apps.threaded.limits]
+threads = true
+pids = 24
+
+[apps.hello]
+path = "{}"
+entry = "app:application"
+workers = 1
+"#,
+        support::fixture("escape"),
+        repo_root().join("examples/apps/hello").display()
+    ));
+    w.wait_workers("threaded", 1);
+    w.wait_workers("hello", 1);
+    // Threads start (the seccomp filter lets CLONE_THREAD through for this app)...
+    let r = w.get("threaded.localhost", "/thread_bomb");
+    r.assert_ok();
+    let report = r.text();
+    let started: usize = report
+        .lines()
+        .find_map(|l| l.strip_prefix("started="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no started= in {report}"));
+    // ...until pids.max: the zygote and the worker hold two of the 24.
+    assert!(
+        (1..=22).contains(&started),
+        "{started} threads started under pids = 24:\n{report}"
+    );
+    assert!(report.contains("outcome=contained"), "{report}");
+    assert!(report.contains("RuntimeError"), "{report}");
+    w.get("threaded.localhost", "/ok").assert_ok();
+    w.get("hello.localhost", "/").assert_ok();
+    w.stop();
+}

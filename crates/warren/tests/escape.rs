@@ -332,8 +332,24 @@ impl Report {
 
 /// Runs an attack on `host` (one request on a fresh connection) and parses its report. The
 /// worker must answer: a 502 here means the kernel killed it, or an exec replaced it.
+/// Sends `GET path` to `host` and, while the attack runs, one request to the neighbour (which
+/// must answer 200: the attack cannot stall it), then reads the attack's answer.
+fn during_attack(w: &Warren, host: &str, path: &str) -> support::Response {
+    let mut c = w.client(host);
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .expect("sending the attack");
+    let n = w.get(GOOD, "/");
+    assert_eq!(
+        n.status,
+        200,
+        "the neighbour failed while {host}{path} ran: {}",
+        n.text()
+    );
+    c.read_response("GET").expect("the attack's answer")
+}
+
 fn attack_on(w: &Warren, host: &str, path: &str) -> Report {
-    let resp = w.get(host, path);
+    let resp = during_attack(w, host, path);
     assert_eq!(
         resp.status,
         200,
@@ -389,7 +405,7 @@ fn assert_field_in(report: &Report, key: &str, allowed: &[i64]) {
 
 /// Runs an attack that must kill its worker: warren answers 502.
 fn attack_expecting_death(w: &Warren, path: &str) {
-    let resp = w.get(EVIL, path);
+    let resp = during_attack(w, EVIL, path);
     assert_eq!(
         resp.status,
         502,

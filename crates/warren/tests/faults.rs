@@ -257,7 +257,10 @@ fn a_client_that_stops_reading_holds_its_worker_no_longer_than_request_timeout()
     let r = w.get(GOOD, "/hello");
     r.assert_ok();
     assert!(
-        w.wait_for_log_line(Duration::from_secs(5), &["request ran past request_timeout_s"]),
+        w.wait_for_log_line(
+            Duration::from_secs(5),
+            &["request ran past request_timeout_s"]
+        ),
         "{}",
         w.logs()
     );
