@@ -204,10 +204,10 @@ fn destroy(path: &str) {
     );
 }
 
-/// v2 has `cgroup.kill`; on v1 freeze, SIGKILL every process, thaw.
+/// v2 has `cgroup.kill` (Linux 5.14+); otherwise freeze (where the freezer is), SIGKILL every
+/// process, thaw.
 fn kill_all(cg: &Cgroup) {
-    if cg.v2() {
-        let _ = cg.kill();
+    if cg.v2() && cg.kill().is_ok() {
         return;
     }
     let freezer: Option<&FreezerController> = cg.controller_of();
