@@ -66,6 +66,10 @@ pub struct Server {
     pub sandbox_uid_base: u32,
     /// A file whose modification (`touch`) reloads the config, as SIGHUP does.
     pub touch_reload: Option<PathBuf>,
+    /// Where `/metrics` (Prometheus text format) is served; loopback is advised.
+    pub admin: Option<SocketAddr>,
+    /// Most workers of all apps together; the autoscaler shares them out.
+    pub max_workers: Option<usize>,
 }
 
 /// `[apps.NAME]`: one WSGI app.
@@ -80,8 +84,10 @@ pub struct App {
     pub callable: String,
     /// Lower-case host names routed to this app (no port).
     pub hosts: Vec<String>,
-    /// Fixed worker count; the autoscaler will replace this with a target it computes.
+    /// Workers at start: `scale.min`, or `workers` for a fixed-size app.
     pub workers: usize,
+    /// `[apps.NAME.scale]`: how the autoscaler sizes the app (`workers = N` is min = max = N).
+    pub scale: Scale,
     /// The virtualenv's `site-packages` directory, added to `sys.path` after the app directory.
     pub site_packages: Option<PathBuf>,
     /// URL prefix (no trailing slash) to absolute directory, served by the front itself.
@@ -128,6 +134,43 @@ pub struct Limits {
     pub max_requests: u64,
     /// A worker whose resident memory exceeds this after a request is retired (0: never).
     pub max_worker_rss_bytes: u64,
+}
+
+/// `[apps.NAME.scale]`: the autoscaler's policy for one app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scale {
+    /// Fewest workers; 0 lets the app go to zero when idle.
+    pub min: usize,
+    pub max: usize,
+    /// The queue wait the autoscaler aims to stay under.
+    pub target_queue_wait: Duration,
+    /// Window over which load is averaged for normal decisions.
+    pub stable_window: Duration,
+    /// Short window that detects a burst.
+    pub panic_window: Duration,
+    /// Panic when the panic window asks for this many times the workers running.
+    pub panic_threshold: f64,
+    /// Idle workers above `min` are retired after this long idle.
+    pub idle_timeout: Duration,
+    /// Whether the imported zygote survives when the app is at zero workers (a fork, not an
+    /// import, on the next request).
+    pub keep_zygote: bool,
+}
+
+impl Scale {
+    /// A fixed-size app: `workers = n`.
+    pub fn fixed(n: usize) -> Scale {
+        Scale {
+            min: n,
+            max: n,
+            ..ScaleFile::default().defaults()
+        }
+    }
+
+    /// Whether the autoscaler has anything to decide.
+    pub fn is_fixed(&self) -> bool {
+        self.min == self.max
+    }
 }
 
 /// `[apps.NAME.sandbox]`.
@@ -186,6 +229,8 @@ struct ServerFile {
     #[serde(default = "default_uid_base")]
     sandbox_uid_base: u32,
     touch_reload: Option<String>,
+    admin: Option<String>,
+    max_workers: Option<usize>,
 }
 
 fn default_uid_base() -> u32 {
@@ -202,6 +247,8 @@ impl Default for ServerFile {
             threads: None,
             sandbox_uid_base: default_uid_base(),
             touch_reload: None,
+            admin: None,
+            max_workers: None,
         }
     }
 }
@@ -225,8 +272,8 @@ struct AppFile {
     path: String,
     entry: String,
     hosts: Option<Vec<String>>,
-    #[serde(default = "default_workers")]
-    workers: usize,
+    workers: Option<usize>,
+    scale: Option<ScaleFile>,
     venv: Option<String>,
     #[serde(default, rename = "static")]
     static_dirs: BTreeMap<String, String>,
@@ -296,6 +343,88 @@ impl Default for SandboxFile {
             writable: Vec::new(),
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ScaleFile {
+    min: usize,
+    max: usize,
+    target_queue_wait_ms: f64,
+    stable_window_s: f64,
+    panic_window_s: f64,
+    panic_threshold: f64,
+    idle_timeout_s: f64,
+    keep_zygote: bool,
+}
+
+impl Default for ScaleFile {
+    fn default() -> Self {
+        ScaleFile {
+            min: 0,
+            max: 8,
+            target_queue_wait_ms: 50.0,
+            stable_window_s: 60.0,
+            panic_window_s: 6.0,
+            panic_threshold: 2.0,
+            idle_timeout_s: 60.0,
+            keep_zygote: true,
+        }
+    }
+}
+
+impl ScaleFile {
+    fn defaults(&self) -> Scale {
+        Scale {
+            min: self.min,
+            max: self.max,
+            target_queue_wait: Duration::from_secs_f64(self.target_queue_wait_ms / 1000.0),
+            stable_window: Duration::from_secs_f64(self.stable_window_s),
+            panic_window: Duration::from_secs_f64(self.panic_window_s),
+            panic_threshold: self.panic_threshold,
+            idle_timeout: Duration::from_secs_f64(self.idle_timeout_s),
+            keep_zygote: self.keep_zygote,
+        }
+    }
+}
+
+fn validate_scale(s: &ScaleFile, key: &dyn Fn(&str) -> String) -> Result<Scale, (String, String)> {
+    if s.max == 0 || s.max > 1024 {
+        return Err((key("scale.max"), "must be between 1 and 1024".into()));
+    }
+    if s.min > s.max {
+        return Err((
+            key("scale.min"),
+            format!("must not exceed scale.max ({})", s.max),
+        ));
+    }
+    let seconds = |v: f64, name: &str, lo: f64, hi: f64| {
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err((key(name), format!("must be between {lo} and {hi}")))
+        }
+    };
+    seconds(
+        s.target_queue_wait_ms,
+        "scale.target_queue_wait_ms",
+        0.1,
+        600_000.0,
+    )?;
+    seconds(s.stable_window_s, "scale.stable_window_s", 1.0, 3600.0)?;
+    seconds(s.panic_window_s, "scale.panic_window_s", 0.1, 3600.0)?;
+    if s.panic_window_s > s.stable_window_s {
+        return Err((
+            key("scale.panic_window_s"),
+            format!(
+                "must not exceed scale.stable_window_s ({})",
+                s.stable_window_s
+            ),
+        ));
+    }
+    seconds(s.panic_threshold, "scale.panic_threshold", 1.0, 100.0)?;
+    seconds(s.idle_timeout_s, "scale.idle_timeout_s", 0.1, 86_400.0)?;
+    Ok(s.defaults())
 }
 
 fn default_workers() -> usize {
@@ -377,6 +506,21 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             ),
         )
     })?;
+    let admin = match &raw.server.admin {
+        None => None,
+        Some(a) => Some(a.parse().map_err(|_| {
+            invalid(
+                "server.admin".into(),
+                format!("`{a}` is not an address like 127.0.0.1:9090"),
+            )
+        })?),
+    };
+    if raw.server.max_workers == Some(0) {
+        return Err(invalid(
+            "server.max_workers".into(),
+            "must be at least 1".into(),
+        ));
+    }
     if raw.server.max_header_bytes < 8192 {
         return Err(invalid(
             "server.max_header_bytes".into(),
@@ -480,9 +624,22 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             clean_hosts.push(host);
         }
 
-        if app.workers == 0 || app.workers > 1024 {
-            return Err(invalid(key("workers"), "must be between 1 and 1024".into()));
-        }
+        let scale = match (app.workers, &app.scale) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    key("workers"),
+                    "a fixed `workers` count and a [scale] section exclude each other \
+                     (`workers = N` is scale.min = scale.max = N)"
+                        .into(),
+                ));
+            }
+            (Some(n), None) if n == 0 || n > 1024 => {
+                return Err(invalid(key("workers"), "must be between 1 and 1024".into()));
+            }
+            (Some(n), None) => Scale::fixed(n),
+            (None, None) => Scale::fixed(default_workers()),
+            (None, Some(s)) => validate_scale(s, &key).map_err(|(k, reason)| invalid(k, reason))?,
+        };
         if app.queue_max == 0 {
             return Err(invalid(key("queue_max"), "must be at least 1".into()));
         }
@@ -530,7 +687,8 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             module,
             callable,
             hosts: clean_hosts,
-            workers: app.workers,
+            workers: scale.min,
+            scale,
             site_packages,
             static_dirs,
             queue_max: app.queue_max,
@@ -548,6 +706,8 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             body_timeout,
             threads,
             sandbox_uid_base: uid_base,
+            admin,
+            max_workers: raw.server.max_workers,
             touch_reload: match &raw.server.touch_reload {
                 None => None,
                 Some(f) => Some(

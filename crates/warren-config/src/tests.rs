@@ -149,3 +149,44 @@ fn missing_file_is_named() {
             .starts_with("/nonexistent/warren.toml: cannot read")
     );
 }
+
+#[test]
+fn scale_section_and_fixed_workers() {
+    let fixed = check(
+        "[apps.a]\npath = \"app\"\nentry = \"app:application\"\nworkers = 3\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!((fixed.apps[0].scale.min, fixed.apps[0].scale.max), (3, 3));
+    assert!(fixed.apps[0].scale.is_fixed());
+    let scaled = check(
+        "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n[apps.a.scale]\nmin = 0\nmax = 12\ntarget_queue_wait_ms = 20\n",
+        None,
+    )
+    .unwrap();
+    let s = &scaled.apps[0].scale;
+    assert_eq!((s.min, s.max, scaled.apps[0].workers), (0, 12, 0));
+    assert_eq!(s.target_queue_wait, Duration::from_millis(20));
+    assert!(s.keep_zygote);
+    for (text, want) in [
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"app:application\"\nworkers = 2\n[apps.a.scale]\nmax = 4\n",
+            "apps.a.workers: a fixed `workers` count and a [scale] section exclude each other",
+        ),
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n[apps.a.scale]\nmin = 5\nmax = 4\n",
+            "apps.a.scale.min: must not exceed scale.max (4)",
+        ),
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n[apps.a.scale]\npanic_window_s = 90\n",
+            "apps.a.scale.panic_window_s",
+        ),
+        ("[server]\nadmin = \"nope\"\n", "server.admin"),
+        (
+            "[server]\nmax_workers = 0\n",
+            "server.max_workers: must be at least 1",
+        ),
+    ] {
+        check(text, Some(want));
+    }
+}

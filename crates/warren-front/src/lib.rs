@@ -163,6 +163,59 @@ pub async fn run(listener: TcpListener, front: Arc<Front>, shutdown: impl Future
     }
 }
 
+/// Serves `GET /metrics` (Prometheus text format) on the admin listener until `shutdown`.
+pub async fn serve_admin(
+    listener: TcpListener,
+    front: Arc<Front>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let http = hyper::server::conn::http1::Builder::new();
+    // Connections hold the front weakly: a scraper's kept-alive connection must not keep the
+    // front (and so the master's shutdown) waiting.
+    let front = Arc::downgrade(&front);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let front = front.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let front = front.clone();
+            async move {
+                let resp = if req.uri().path() != "/metrics" || req.method() != http::Method::GET {
+                    rescue::plain(
+                        http::StatusCode::NOT_FOUND,
+                        "only GET /metrics is served here\n",
+                    )
+                } else if let Some(front) = front.upgrade() {
+                    let mut r =
+                        Response::new(FrontBody::Message(Some(front.master.metrics().into())));
+                    r.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    r
+                } else {
+                    rescue::plain(http::StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                };
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
 /// Host without port, lower-cased only when it is not already.
 fn request_host(parts: &http::request::Parts) -> Option<std::borrow::Cow<'_, str>> {
     let mut hosts = parts.headers.get_all(HOST).iter();
@@ -228,10 +281,13 @@ async fn route(
             "no app is served at this host\n",
         );
     };
-    if let Some(dir) = table.routes.static_dir(index, parts.uri.path()) {
-        return static_files::serve(dir, &parts).await;
-    }
-    dispatch(front, info, id, &table.apps[index], &host, &parts, body).await
+    let app = &table.apps[index];
+    let resp = match table.routes.static_dir(index, parts.uri.path()) {
+        Some(dir) => static_files::serve(dir, &parts).await,
+        None => dispatch(front, info, id, app, &host, &parts, body).await,
+    };
+    app.stats.record_status(resp.status().as_u16());
+    resp
 }
 
 async fn dispatch(

@@ -31,6 +31,8 @@ pub struct WorkerConn {
     pub(crate) requests: u64,
     /// Set (by the watchdog) when the worker was killed for running past the request timeout.
     pub(crate) timed_out: Arc<AtomicBool>,
+    /// When it last went idle.
+    idle_since: Instant,
 }
 
 impl WorkerConn {
@@ -41,6 +43,7 @@ impl WorkerConn {
             pid,
             requests: 0,
             timed_out: Arc::new(AtomicBool::new(false)),
+            idle_since: Instant::now(),
         }
     }
 }
@@ -72,6 +75,8 @@ struct Pool {
     health: Health,
     /// Workers forked or being forked and not yet exited.
     live: usize,
+    /// Of those, the ones that have not said `READY` yet.
+    starting: usize,
     /// Workers running a request, with the time they must be done by (with a request timeout).
     busy: Vec<Busy>,
     /// Workers the watchdog killed whose exit the supervisor has not seen yet.
@@ -109,6 +114,7 @@ impl AppState {
                 queue: Queue::new(config.queue_max),
                 health: Health::Starting,
                 live: 0,
+                starting: 0,
                 busy: Vec::new(),
                 killed: Vec::new(),
                 retired: false,
@@ -209,7 +215,7 @@ impl AppState {
 
     /// Takes an idle worker, or waits in the queue for one.
     pub(crate) async fn checkout(self: &Arc<Self>) -> Result<WorkerConn, DispatchError> {
-        let (id, rx) = {
+        let (id, rx, arrived, from_zero) = {
             let mut pool = self.pool();
             if pool.retired {
                 return Err(DispatchError::Retired {
@@ -223,6 +229,11 @@ impl AppState {
             }
             if let Health::Broken { .. } = &pool.health {
                 return Err(self.unavailable(&pool.health));
+            }
+            let from_zero = pool.live == 0;
+            if from_zero && self.target() == 0 {
+                // At zero: this request brings a worker back now, not at the next tick.
+                self.set_target(1);
             }
             let (tx, rx) = oneshot::channel();
             let now = Instant::now();
@@ -240,7 +251,7 @@ impl AppState {
                 }
             };
             self.stats.queued.store(pool.queue.len() as u64, Relaxed);
-            (id, rx)
+            (id, rx, now, from_zero)
         };
         let mut waiting = Waiting {
             app: self,
@@ -251,6 +262,11 @@ impl AppState {
         match tokio::time::timeout(self.config.queue_timeout, rx).await {
             Ok(Ok(w)) => {
                 waiting.rx = None;
+                let waited = arrived.elapsed();
+                self.stats.cold_start.observe(waited);
+                if from_zero {
+                    self.stats.from_zero.observe(waited);
+                }
                 Ok(w)
             }
             Ok(Err(_)) => {
@@ -345,13 +361,60 @@ impl AppState {
             }
         }
         self.stats.queued.store(0, Relaxed);
+        w.idle_since = now;
         pool.idle.push(w);
     }
 
-    /// A fork was requested: counts it as live until it exits.
+    /// A fork was requested: counts it as live until it exits, and as starting until it is
+    /// ready.
     pub(crate) fn worker_forking(&self) {
-        self.pool().live += 1;
+        let mut pool = self.pool();
+        pool.live += 1;
+        pool.starting += 1;
         self.stats.spawned.fetch_add(1, Relaxed);
+    }
+
+    /// A forked worker said `READY`, or will never: it is no longer starting.
+    pub(crate) fn worker_started(&self) {
+        let mut pool = self.pool();
+        pool.starting = pool.starting.saturating_sub(1);
+    }
+
+    /// The zygote could not fork a worker that was asked for.
+    pub(crate) fn fork_failed(&self) {
+        self.worker_started();
+        self.worker_gone(None);
+    }
+
+    /// Workers now: (live, idle, starting), and how long each idle one has been idle,
+    /// longest first.
+    pub(crate) fn census(&self, now: Instant) -> (usize, usize, usize, Vec<Duration>) {
+        let pool = self.pool();
+        let idle_for = pool
+            .idle
+            .iter()
+            .map(|w| now.saturating_duration_since(w.idle_since))
+            .collect();
+        (pool.live, pool.idle.len(), pool.starting, idle_for)
+    }
+
+    /// Retires up to `n` idle workers, the longest idle first (their sockets close, they exit,
+    /// the supervisor sees them go). A busy worker is never touched. Returns how many went.
+    pub(crate) fn retire_idle(&self, n: usize) -> usize {
+        let retired: Vec<WorkerConn> = {
+            let mut pool = self.pool();
+            let n = n.min(pool.idle.len());
+            pool.idle.drain(..n).collect()
+        };
+        for w in &retired {
+            tracing::info!(
+                app = self.name(),
+                pid = w.pid,
+                "retiring an idle worker (autoscaler)"
+            );
+        }
+        self.stats.reaped.fetch_add(retired.len() as u64, Relaxed);
+        retired.len()
     }
 
     /// A worker process exited (or never started): forget it, and wake the supervisor.
@@ -385,6 +448,7 @@ impl AppState {
         pool.busy.clear();
         pool.killed.clear();
         pool.live = 0;
+        pool.starting = 0;
     }
 
     /// Takes the workers whose request ran past its deadline out of the watch list, marked as

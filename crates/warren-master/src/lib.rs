@@ -10,12 +10,15 @@
 #![forbid(unsafe_code)]
 
 mod app;
+pub mod autoscale;
 mod body;
 pub mod confinement;
 mod exchange;
+pub mod metrics;
 pub mod queue;
 pub mod ratelimit;
-mod stats;
+mod scaler;
+pub mod stats;
 mod zygote;
 
 use std::path::Path;
@@ -168,6 +171,10 @@ pub struct Master {
     body_timeout: Duration,
     /// Next generation number.
     generation: std::sync::atomic::AtomicU32,
+    /// The apps taking requests, as the autoscaler sees them (kept equal to `running`).
+    serving: Arc<std::sync::RwLock<Vec<Arc<AppState>>>>,
+    /// The autoscaler's loop, and how to stop it.
+    scaler: (watch::Sender<bool>, tokio::task::JoinHandle<()>),
 }
 
 /// What a reload changed, for the log and the caller.
@@ -184,6 +191,9 @@ impl Master {
     /// Starts a supervisor (and so a zygote) for every app in `config`. Must be called within
     /// a tokio runtime.
     pub fn start(config: &Config, worker_bin: &Path, confinement: Arc<Confinement>) -> Master {
+        let serving = Arc::new(std::sync::RwLock::new(Vec::new()));
+        let (stop, rx) = watch::channel(false);
+        let scaler = tokio::spawn(scaler::run(serving.clone(), config.server.max_workers, rx));
         let master = Master {
             running: std::sync::Mutex::new(Vec::new()),
             draining: std::sync::Mutex::new(JoinSet::new()),
@@ -191,14 +201,22 @@ impl Master {
             confinement,
             body_timeout: config.server.body_timeout,
             generation: std::sync::atomic::AtomicU32::new(1),
+            serving,
+            scaler: (stop, scaler),
         };
-        let running = config
+        let running: Vec<Running> = config
             .apps
             .iter()
             .map(|a| master.launch(a.clone(), 0))
             .collect();
+        master.set_serving(&running);
         *master.running.lock().unwrap_or_else(|e| e.into_inner()) = running;
         master
+    }
+
+    fn set_serving(&self, running: &[Running]) {
+        *self.serving.write().unwrap_or_else(|e| e.into_inner()) =
+            running.iter().map(|r| r.app.clone()).collect();
     }
 
     fn launch(&self, config: warren_config::App, generation: u32) -> Running {
@@ -215,6 +233,11 @@ impl Master {
             rx,
         ));
         Running { app, stop, tasks }
+    }
+
+    /// `/metrics` in Prometheus text format.
+    pub fn metrics(&self) -> String {
+        metrics::render(&self.apps())
     }
 
     /// The apps that take new requests, in config order.
@@ -315,6 +338,7 @@ impl Master {
             retiring.push(o);
         }
         let apps = running.iter().map(|r| r.app.clone()).collect();
+        self.set_serving(&running);
         drop(running);
         let old_apps = retiring.iter().map(|r| r.app.clone()).collect();
         for r in retiring {
@@ -421,6 +445,9 @@ impl Master {
 
     /// Stops every zygote (and with it every worker) and waits for the supervisors.
     pub async fn shutdown(self) {
+        let (stop, scaler) = self.scaler;
+        let _ = stop.send(true);
+        let _ = scaler.await;
         let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()));
         let mut draining =
             std::mem::take(&mut *self.draining.lock().unwrap_or_else(|e| e.into_inner()));

@@ -56,6 +56,8 @@ enum End {
     Crashed(String),
     /// Its workers kept dying young; it was stopped after running for the given time.
     CrashLoop(String, Duration),
+    /// The app went to zero workers and keeps no zygote (`scale.keep_zygote = false`).
+    Parked,
 }
 
 /// Runs `app`'s zygote until `shutdown` turns true, restarting it with back-off.
@@ -98,6 +100,21 @@ async fn supervise_zygotes(
         app.reset_workers();
         let (reason, import) = match end {
             End::Shutdown => return,
+            End::Parked => {
+                tracing::info!(
+                    app = app.name(),
+                    "at zero workers: zygote stopped (scale.keep_zygote = false); the next request imports the app again"
+                );
+                app.set_health(Health::Starting);
+                // Until a request (or the autoscaler) asks for a worker again.
+                while app.target() == 0 {
+                    tokio::select! {
+                        () = app.wake.notified() => {}
+                        () = stopped(shutdown) => return,
+                    }
+                }
+                continue;
+            }
             End::ImportFailed(r) => (r, true),
             End::Crashed(r) => (r, false),
             End::CrashLoop(r, ran) => {
@@ -230,6 +247,11 @@ async fn run_zygote(
     let mut next_fork_at = Instant::now();
     let mut young_deaths = 0u32;
     loop {
+        if ready && !cfg.scale.keep_zygote && app.target() == 0 && app.live_workers() == 0 {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return End::Parked;
+        }
         let short = ready && app.live_workers() < app.target();
         if short && Instant::now() >= next_fork_at {
             while app.live_workers() < app.target() {
@@ -303,7 +325,7 @@ async fn run_zygote(
                     Msg::ForkFailed { token, errno } => {
                         pending.remove(&token);
                         tracing::error!(app = app.name(), errno, "zygote could not fork a worker");
-                        app.worker_gone(None);
+                        app.fork_failed();
                         tokio::time::sleep(BACKOFF_MIN).await;
                     }
                     Msg::Exited { pid: ns_pid, status } => {
@@ -420,9 +442,11 @@ async fn await_ready(app: Arc<AppState>, mut stream: UnixStream, pid: i32, asked
                 fork_to_ready_us = us,
                 "worker started"
             );
+            app.worker_started();
             app.checkin(WorkerConn::new(stream, pid));
         }
         other => {
+            app.worker_started();
             // The zygote will report its exit; dropping the socket makes a live one exit.
             tracing::error!(app = app.name(), pid, outcome = ?other, "worker did not become ready");
         }

@@ -166,6 +166,21 @@ async fn serve(
     let front = Arc::new(warren_front::Front::new(&config, master));
     // Installed before the `listening` line: from then on SIGHUP reloads instead of killing.
     let hup = signal(SignalKind::hangup())?;
+    let admin = match config.server.admin {
+        None => None,
+        Some(at) => {
+            let l = TcpListener::bind(at).await.with_context(|| {
+                format!("{}: server.admin: cannot bind {at}", config.file.display())
+            })?;
+            tracing::info!(addr = %l.local_addr()?, "admin listening: GET /metrics");
+            let (stop, rx) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(warren_front::serve_admin(l, front.clone(), async move {
+                let mut rx = rx;
+                let _ = rx.wait_for(|s| *s).await;
+            }));
+            Some((stop, task))
+        }
+    };
     let reloads = tokio::spawn(reload::run(front.clone(), path, config, hup));
     tracing::info!(%addr, "listening");
     // A machine-readable line for scripts and tests that bind port 0.
@@ -183,6 +198,10 @@ async fn serve(
     warren_front::run(listener, front.clone(), shutdown).await;
     reloads.abort();
     let _ = reloads.await;
+    if let Some((stop, task)) = admin {
+        let _ = stop.send(true);
+        let _ = task.await;
+    }
     match Arc::try_unwrap(front) {
         Ok(front) => front.into_master().shutdown().await,
         Err(_) => tracing::warn!("connections still hold the front; exiting without waiting"),

@@ -1,0 +1,218 @@
+//! `/metrics`: every app's queue, workers and counters, and warren's own process, in the
+//! Prometheus text exposition format (version 0.0.4).
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use tokio::time::Instant;
+
+use crate::app::AppState;
+use crate::stats::{BUCKETS, HistSnapshot};
+
+/// A counter family: name, help, and how to read it from an app.
+type Counter = (&'static str, &'static str, fn(&AppState) -> u64);
+/// A histogram family: name, help, and how to read it from an app.
+type Hist = (&'static str, &'static str, fn(&AppState) -> HistSnapshot);
+
+/// Renders the metrics of `apps` and of this process.
+pub fn render(apps: &[Arc<AppState>]) -> String {
+    let mut out = String::with_capacity(4096 + apps.len() * 4096);
+    let now = Instant::now();
+    let censuses: Vec<_> = apps.iter().map(|a| a.census(now)).collect();
+
+    header(
+        &mut out,
+        "warren_app_queue_length",
+        "gauge",
+        "Requests waiting in the app's queue.",
+    );
+    for app in apps {
+        let _ = writeln!(
+            out,
+            "warren_app_queue_length{{app=\"{}\"}} {}",
+            app.name(),
+            app.stats.queued.load(Relaxed)
+        );
+    }
+    header(
+        &mut out,
+        "warren_app_workers",
+        "gauge",
+        "Workers of the app by state (busy: running a request; starting: forked, not ready).",
+    );
+    for (app, (live, idle, starting, _)) in apps.iter().zip(&censuses) {
+        let busy = live.saturating_sub(idle + starting);
+        for (state, n) in [("busy", busy), ("idle", *idle), ("starting", *starting)] {
+            let _ = writeln!(
+                out,
+                "warren_app_workers{{app=\"{}\",state=\"{state}\"}} {n}",
+                app.name()
+            );
+        }
+    }
+    header(
+        &mut out,
+        "warren_app_target_workers",
+        "gauge",
+        "Workers the autoscaler asks the app to have.",
+    );
+    for app in apps {
+        let _ = writeln!(
+            out,
+            "warren_app_target_workers{{app=\"{}\"}} {}",
+            app.name(),
+            app.target()
+        );
+    }
+    let counters: [Counter; 6] = [
+        ("warren_app_spawns_total", "Workers forked.", |a| {
+            a.stats.spawned.load(Relaxed)
+        }),
+        (
+            "warren_app_reaps_total",
+            "Idle workers retired by the autoscaler.",
+            |a| a.stats.reaped.load(Relaxed),
+        ),
+        (
+            "warren_app_recycled_total",
+            "Workers retired after max_requests or max_worker_rss_mb.",
+            |a| a.stats.recycled.load(Relaxed),
+        ),
+        (
+            "warren_app_timeouts_total",
+            "Workers killed for running a request past request_timeout_s.",
+            |a| a.stats.timed_out.load(Relaxed),
+        ),
+        (
+            "warren_app_worker_exits_total",
+            "Worker processes that exited.",
+            |a| a.stats.exited.load(Relaxed),
+        ),
+        (
+            "warren_app_served_total",
+            "Requests a worker answered.",
+            |a| a.stats.served.load(Relaxed),
+        ),
+    ];
+    for (name, help, get) in counters {
+        header(&mut out, name, "counter", help);
+        for app in apps {
+            let _ = writeln!(out, "{name}{{app=\"{}\"}} {}", app.name(), get(app));
+        }
+    }
+    header(
+        &mut out,
+        "warren_app_responses_total",
+        "counter",
+        "Responses sent for the app, by status code (the app's own and warren's 5xx).",
+    );
+    for app in apps {
+        for (status, n) in app.stats.responses() {
+            let _ = writeln!(
+                out,
+                "warren_app_responses_total{{app=\"{}\",status=\"{status}\"}} {n}",
+                app.name()
+            );
+        }
+    }
+    let histograms: [Hist; 3] = [
+        (
+            "warren_app_queue_wait_seconds",
+            "Time dispatched requests waited in the queue (0 when a worker was idle).",
+            |a| a.stats.queue_wait.snapshot(),
+        ),
+        (
+            "warren_app_cold_start_seconds",
+            "Arrival to dispatch of requests that found no idle worker.",
+            |a| a.stats.cold_start.snapshot(),
+        ),
+        (
+            "warren_app_start_from_zero_seconds",
+            "Arrival to dispatch of requests that found the app with no worker at all.",
+            |a| a.stats.from_zero.snapshot(),
+        ),
+    ];
+    for (name, help, get) in histograms {
+        header(&mut out, name, "histogram", help);
+        for app in apps {
+            histogram(&mut out, name, app.name(), &get(app));
+        }
+    }
+    process(&mut out);
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, app: &str, h: &HistSnapshot) {
+    let mut cumulative = 0;
+    for (i, c) in h.counts.iter().enumerate() {
+        cumulative += c;
+        let le = BUCKETS
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{app=\"{app}\",le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{name}_sum{{app=\"{app}\"}} {}\n{name}_count{{app=\"{app}\"}} {cumulative}",
+        h.sum_us as f64 / 1e6
+    );
+}
+
+/// The standard process metrics, from `/proc/self`.
+fn process(out: &mut String) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    let fields: Vec<&str> = stat
+        .rfind(')')
+        .map(|i| stat[i + 1..].split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let clock = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let cpu = (ticks(11) + ticks(12)) as f64 / clock;
+    let rss_pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    header(
+        out,
+        "process_cpu_seconds_total",
+        "counter",
+        "CPU time of warren itself.",
+    );
+    let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
+    header(
+        out,
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory of warren itself.",
+    );
+    let _ = writeln!(out, "process_resident_memory_bytes {}", rss_pages * page);
+    header(
+        out,
+        "process_open_fds",
+        "gauge",
+        "Open file descriptors of warren itself.",
+    );
+    let _ = writeln!(out, "process_open_fds {fds}");
+}
