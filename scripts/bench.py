@@ -15,6 +15,11 @@ Environment:
   BENCH_SERVERS   comma list among warren,warren-open,gunicorn,uwsgi-http,uwsgi-router,granian,
                   bjoern
   BENCH_APPS      comma list among hello,flask
+  BENCH_COLD      cold starts measured per app and keep_zygote setting (default 5; 0 skips)
+
+Cold starts: each app runs with `scale.min = 0` and a short idle timeout; the time of the first
+request after the app went back to zero is measured, with the zygote kept (a fork) and without
+(an import), next to a warm request's time and the zygote's import time from the log.
 """
 
 import json
@@ -246,6 +251,68 @@ def gunicorn_pss(server):
     return [pss_kb(w) / 1024 for w in children(master.pid) if pss_kb(w)]
 
 
+COLD = int(os.environ.get("BENCH_COLD", "5"))
+
+
+def timed_get(port, path, host="127.0.0.1"):
+    """One request on a new connection; (status, seconds)."""
+    t = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1]), time.perf_counter() - t
+
+
+def cold_starts(app, keep, tmp):
+    """First-response times from zero for `app` (warren, min = 0), and a warm request's."""
+    d, module, func, path = APPS[app]
+    port = free_port()
+    venv = f'venv = "{VENV}"\n' if app == "flask" else ""
+    config = os.path.join(tmp, f"cold-{app}-{keep}.toml")
+    with open(config, "w") as f:
+        f.write(f'[server]\nlisten = "127.0.0.1:{port}"\n\n[apps.{app}]\n'
+                f'path = "{os.path.join(ROOT, d)}"\nentry = "{module}:{func}"\n'
+                f'hosts = ["127.0.0.1"]\n{venv}\n[apps.{app}.scale]\nmin = 0\nmax = 2\n'
+                f'idle_timeout_s = 0.3\nstable_window_s = 1\npanic_window_s = 0.5\n'
+                f'keep_zygote = {"true" if keep else "false"}\n')
+    log_path = os.path.join(tmp, f"cold-{app}-{keep}.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([os.path.join(ROOT, "target/release/warren"), "serve", "--config",
+                                 config], stdout=log, stderr=log, cwd=ROOT,
+                                start_new_session=True)
+    try:
+        firsts, warms = [], []
+        for _ in range(COLD):
+            # Wait until the app is back at zero (its last worker retired; zygote parked or not).
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                text = open(log_path, errors="replace").read()
+                retired = text.count("retiring an idle worker")
+                started = text.count("worker started")
+                parked = (text.count("zygote stopped") >= text.count("zygote ready")) if not keep \
+                    else text.count("zygote ready") >= 1
+                if started == retired and parked and "listening" in text:
+                    break
+                time.sleep(0.05)
+            time.sleep(0.2)
+            status, first = timed_get(port, path)
+            assert status == 200, status
+            _, warm = timed_get(port, path)
+            firsts.append(first * 1e3)
+            warms.append(warm * 1e3)
+        text = open(log_path, errors="replace").read()
+        imports = [float(x) for x in re.findall(r"import_ms=([0-9.]+)", text)]
+        return {"first_ms": firsts, "warm_ms": warms, "import_ms": imports}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
 def fmt(x, digits=2):
     return "n/a" if x != x else f"{x:.{digits}f}"
 
@@ -318,11 +385,29 @@ def main():
         print("gunicorn flask: PSS of idle workers: "
               + ", ".join(f"{x:.1f} MB" for x in extras["gunicorn_flask_pss_mb"]))
 
+    cold = {}
+    if COLD > 0 and "warren" in servers:
+        with tempfile.TemporaryDirectory(prefix="warren-cold-") as tmp:
+            for app in apps:
+                for keep in (True, False):
+                    print(f"-- cold starts: {app}, keep_zygote = {keep}", flush=True)
+                    cold[f"{app}/keep_zygote={keep}"] = cold_starts(app, keep, tmp)
+        print(f"\n### First response from zero (median of {COLD}; warren, scale.min = 0)\n")
+        print("| app | keep_zygote | first response ms | warm request ms | first - warm ms "
+              "| import ms (median) |")
+        print("|---|---|---:|---:|---:|---:|")
+        for key, c in cold.items():
+            app, keep = key.split("/")
+            first, warm = statistics.median(c["first_ms"]), statistics.median(c["warm_ms"])
+            imp = statistics.median(c["import_ms"]) if c["import_ms"] else float("nan")
+            print(f"| {app} | {keep.split('=')[1]} | {first:.2f} | {warm:.2f} | "
+                  f"{first - warm:.2f} | {fmt(imp, 1)} |")
+
     os.makedirs(os.path.join(ROOT, ".bench"), exist_ok=True)
     with open(os.path.join(ROOT, ".bench", "results.json"), "w") as f:
         json.dump({"results": {f"{a}/{n}": r for (a, n), r in results.items()},
                    "extras": {f"{k[0]}/{k[1]}" if isinstance(k, tuple) else k: v
-                              for k, v in extras.items()}, "duration_s": DURATION, "repeats": REPEATS}, f, indent=1)
+                              for k, v in extras.items()}, "cold": cold, "duration_s": DURATION, "repeats": REPEATS}, f, indent=1)
 
 
 if __name__ == "__main__":
