@@ -17,7 +17,8 @@ Environment:
   BENCH_APPS      comma list among hello,flask
   BENCH_COLD      cold starts measured per app and keep_zygote setting (default 5; 0 skips)
 
-Cold starts: each app runs with `scale.min = 0` and a short idle timeout; the time of the first
+Cold starts: each app runs with `scale.min = 0`, a warm-up request in its zygote (`warmup`) and
+a short idle timeout; the time of the first
 request after the app went back to zero is measured, with the zygote kept (a fork) and without
 (an import), next to a warm request's time and the zygote's import time from the log.
 """
@@ -277,7 +278,8 @@ def cold_starts(app, keep, tmp):
     with open(config, "w") as f:
         f.write(f'[server]\nlisten = "127.0.0.1:{port}"\n\n[apps.{app}]\n'
                 f'path = "{os.path.join(ROOT, d)}"\nentry = "{module}:{func}"\n'
-                f'hosts = ["127.0.0.1"]\n{venv}\n[apps.{app}.scale]\nmin = 0\nmax = 2\n'
+                f'hosts = ["127.0.0.1"]\nwarmup = "{path}"\n{venv}\n'
+                f'[apps.{app}.scale]\nmin = 0\nmax = 2\n'
                 f'idle_timeout_s = 0.3\nstable_window_s = 1\npanic_window_s = 0.5\n'
                 f'keep_zygote = {"true" if keep else "false"}\n')
     log_path = os.path.join(tmp, f"cold-{app}-{keep}.log")

@@ -108,6 +108,10 @@ pub struct App {
     /// Files whose modification (`touch`) redeploys this app: new zygote and workers first,
     /// then the old ones drain.
     pub touch_reload: Vec<PathBuf>,
+    /// A path (and query) the zygote requests once after importing the app, before forking
+    /// workers, so that lazy first-request set-up is shared (GAE's warm-up request). The
+    /// request carries `X-Warren-Warmup: 1`.
+    pub warmup: Option<String>,
 }
 
 /// `[apps.NAME.limits]`.
@@ -289,6 +293,7 @@ struct AppFile {
     sandbox: SandboxFile,
     #[serde(default)]
     touch_reload: Vec<String>,
+    warmup: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -677,7 +682,16 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|reason| invalid(key("touch_reload"), reason))?;
 
+        if let Some(w) = &app.warmup
+            && (!w.starts_with('/') || w.chars().any(|c| c.is_control()))
+        {
+            return Err(invalid(
+                key("warmup"),
+                "a warm-up path starts with '/' and has no control characters".into(),
+            ));
+        }
         apps.push(App {
+            warmup: app.warmup,
             touch_reload,
             limits,
             sandbox,

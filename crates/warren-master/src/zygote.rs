@@ -199,6 +199,7 @@ async fn run_zygote(
         module: &cfg.module,
         callable: &cfg.callable,
         site_packages: cfg.site_packages.as_deref(),
+        warmup: cfg.warmup.as_deref(),
         sandbox: sandbox.policy.as_ref(),
         cgroup_procs: &procs,
     };

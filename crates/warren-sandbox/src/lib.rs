@@ -58,6 +58,8 @@ pub struct ZygoteSpec<'a> {
     pub module: &'a str,
     pub callable: &'a str,
     pub site_packages: Option<&'a Path>,
+    /// A path requested once in the zygote after the import (`[apps.NAME] warmup`).
+    pub warmup: Option<&'a str>,
     /// Confinement; `None` runs the app unconfined (`sandbox.enabled = false`).
     pub sandbox: Option<&'a Policy>,
     /// `cgroup.procs` files the zygote writes itself into before `exec`.
@@ -100,6 +102,9 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
     arg("--callable", spec.callable.into());
     if let Some(sp) = spec.site_packages {
         arg("--site-packages", sp.into());
+    }
+    if let Some(w) = spec.warmup {
+        arg("--warmup", w.into());
     }
     if let Some(policy) = spec.sandbox {
         arg(SANDBOX_FLAG, policy.encode().into());

@@ -15,7 +15,7 @@ use warren_protocol::control::EXIT_USAGE;
 fn usage(msg: &str) -> ! {
     eprintln!("warren-worker: {msg}");
     eprintln!(
-        "usage: warren-worker zygote --name NAME --dir DIR --module MOD --callable NAME [--site-packages DIR] [--sandbox POLICY]"
+        "usage: warren-worker zygote --name NAME --dir DIR --module MOD --callable NAME [--site-packages DIR] [--warmup PATH] [--sandbox POLICY]"
     );
     std::process::exit(EXIT_USAGE);
 }
@@ -28,6 +28,7 @@ fn main() {
     let (mut name, mut dir, mut module, mut callable, mut site_packages) =
         (None, None, None, None, None);
     let mut sandbox = None;
+    let mut warmup = None;
     while let Some(flag) = args.next() {
         let value = args
             .next()
@@ -38,6 +39,7 @@ fn main() {
             "--module" => module = Some(value),
             "--callable" => callable = Some(value),
             "--site-packages" => site_packages = Some(value),
+            "--warmup" => warmup = Some(value),
             warren_sandbox::SANDBOX_FLAG => {
                 sandbox = Some(warren_sandbox::Policy::decode(&value).unwrap_or_else(|e| usage(&e)))
             }
@@ -52,5 +54,6 @@ fn main() {
         callable: need(callable, "--callable"),
         site_packages,
         sandbox,
+        warmup,
     })
 }

@@ -25,6 +25,9 @@ pub struct AppSpec {
     pub site_packages: Option<String>,
     /// How the zygote confines itself; `None`: unconfined.
     pub sandbox: Option<warren_sandbox::Policy>,
+    /// A path the zygote requests once after the import (`GET`), so that what the app sets up
+    /// lazily on its first request is done once and shared by every worker.
+    pub warmup: Option<String>,
 }
 
 fn check(status: ffi::PyStatus, what: &str) -> Result<(), String> {
@@ -108,6 +111,42 @@ def _warren_guards(app, threads):
             raise RuntimeError(f"threads are disabled {policy}; set limits.threads = true to allow them")
     sys.addaudithook(hook)
 "#;
+
+/// The warm-up request: one `GET` through the app, inside the zygote, response discarded.
+const WARMUP: &str = r#"
+def _warren_warmup(app, target):
+    import io, sys
+    from wsgiref.util import setup_testing_defaults
+    path, _, query = target.partition("?")
+    environ = {
+        "REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query,
+        "wsgi.input": io.BytesIO(), "wsgi.errors": sys.stderr, "HTTP_X_WARREN_WARMUP": "1",
+    }
+    setup_testing_defaults(environ)
+    status = []
+    def start_response(s, headers, exc_info=None):
+        status[:] = [s]
+        return lambda data: None
+    body = app(environ, start_response)
+    try:
+        for _ in body:
+            pass
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    return status[0] if status else "no status"
+"#;
+
+/// Requests `target` once through `app` (see [`AppSpec::warmup`]); the status line it got.
+pub fn warm_up(py: Python<'_>, app: &Bound<'_, PyAny>, target: &str) -> PyResult<String> {
+    let code = CString::new(WARMUP).expect("no NUL in the warm-up source");
+    let module = PyModule::from_code(py, &code, c"<warren-warmup>", c"_warren_warmup")?;
+    module
+        .getattr("_warren_warmup")?
+        .call1((app, target))?
+        .extract()
+}
 
 /// Installs the audit hook that turns forbidden operations into clear Python errors.
 pub fn install_guards(py: Python<'_>, app: &str, threads: bool) -> PyResult<()> {

@@ -131,6 +131,16 @@ pub fn run(spec: AppSpec) -> ! {
                 std::process::exit(EXIT_IMPORT_FAILED);
             }
         };
+        if let Some(target) = &spec.warmup {
+            // A failed warm-up is the app's business: logged, and the zygote goes on.
+            match python::warm_up(py, &app, target) {
+                Ok(status) => eprintln!("warren-worker: warm-up GET {target}: {status}"),
+                Err(e) => {
+                    eprintln!("warren-worker: warm-up GET {target} failed:");
+                    e.display(py);
+                }
+            }
+        }
         let prepared = match Prepared::new(py, spec.name.clone(), app) {
             Ok(p) => p,
             Err(e) => {

@@ -339,3 +339,27 @@ fn metrics_speak_the_prometheus_text_format() {
     assert_eq!(c.get("/").status, 404);
     w.stop();
 }
+
+#[test]
+fn a_warmup_request_runs_once_in_the_zygote_before_any_fork() {
+    let apps = format!(
+        "[apps.warm]\npath = \"{}\"\nentry = \"app:application\"\nworkers = 2\nwarmup = \"/hello?from=warren\"\n",
+        fixture("failures")
+    );
+    let (w, _) = start(&apps, "");
+    w.wait_workers("warm", 2);
+    assert!(
+        w.wait_for_log_line(
+            Duration::from_secs(5),
+            &["warm-up GET /hello?from=warren: 200 OK"]
+        ),
+        "{}",
+        w.logs()
+    );
+    // The worker inherited the zygote's state after the warm-up: its first request is the
+    // app's second call.
+    let r = w.get("warm.localhost", "/count");
+    r.assert_ok();
+    assert!(r.text().starts_with("2 "), "{}", r.text());
+    w.stop();
+}
