@@ -48,6 +48,9 @@ enum Command {
     },
     /// Report which confinement mechanisms this machine enforces.
     Doctor,
+    /// Open-loop load against an app on loopback (step, spike, ramp, sine), recorded with
+    /// warren's metrics as CSV and a PNG chart: the autoscaler lab.
+    Loadtest(Box<warren_lab::LoadtestArgs>),
 }
 
 fn init_logging() {
@@ -101,6 +104,17 @@ fn run(cli: Cli) -> Result<()> {
                 println!(
                     "(not root: user namespaces, Landlock, seccomp and rlimits work; cgroups need root)"
                 );
+            }
+            Ok(())
+        }
+        Command::Loadtest(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let summary = runtime.block_on(warren_lab::run(*args))?;
+            if summary.errors() > 0 {
+                std::process::exit(1);
             }
             Ok(())
         }
