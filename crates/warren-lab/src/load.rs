@@ -184,6 +184,15 @@ pub(crate) async fn generate(
             let _ = tx.send((outcome, error));
         });
     }
+    // A pattern whose rate ends at zero has no sends left before the end of the run: the run
+    // still lasts its whole duration, so that what follows the load (scale-down) is recorded.
+    if !interrupted {
+        tokio::select! {
+            biased;
+            () = &mut stop => interrupted = true,
+            () = sleep_until(start + Duration::from_secs_f64(plan.duration_s)) => {}
+        }
+    }
     drop(tx);
     let mut generated = collector.await?;
     generated.interrupted = interrupted;

@@ -14,7 +14,8 @@
 //! wait longer than the target), the app panics: it scales up to what the panic window asks
 //! and does not scale down until a whole stable window has passed without panic.
 //!
-//! Scaling down only ever retires *idle* workers, and only those idle for `idle_timeout` (a
+//! Scaling down waits until the workers are less than 60% busy (and then aims for 80%), so a
+//! load that hovers at a boundary does not flap. It only ever retires *idle* workers, and only those idle for `idle_timeout` (a
 //! busy worker is never killed to shrink the pool): the decision says how many of the longest
 //! idle to retire. With `min = 0` an idle app goes to zero; a request that finds no worker
 //! brings one back (the loop raises the target at once, without waiting for a tick).
@@ -29,6 +30,9 @@ use warren_config::Scale;
 
 /// The share of its workers an app should keep busy: the headroom that absorbs jitter.
 pub const UTILIZATION: f64 = 0.8;
+/// An app scales down only when its workers are less busy than this: the band between the two
+/// keeps a load that hovers at a boundary from flapping the worker count.
+pub const SCALE_DOWN_UTILIZATION: f64 = 0.6;
 
 /// What one window saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -97,6 +101,9 @@ pub fn decide(policy: &Scale, o: &Observed) -> Decision {
     let mut target = if panicking {
         // Never down while panicking.
         panic.max(stable).max(o.workers)
+    } else if stable < o.workers && o.stable.load >= SCALE_DOWN_UTILIZATION * o.workers as f64 {
+        // Busy enough that one worker fewer would push it over the target: hold.
+        o.workers
     } else {
         stable
     };

@@ -386,3 +386,25 @@ fn two_busy_apps_under_a_budget_each_drain_their_queue() {
         b.queue
     );
 }
+
+#[test]
+fn a_load_at_a_boundary_holds_the_count_and_a_lower_one_lowers_it() {
+    let at = |load: f64| Observed {
+        now: Duration::from_secs(1000),
+        workers: 11,
+        busy: load as usize,
+        stable: Window {
+            load,
+            wait_p99: Some(Duration::ZERO),
+        },
+        panic: Window {
+            load,
+            wait_p99: Some(Duration::ZERO),
+        },
+        ..Observed::default()
+    };
+    // 8 busy of 11 (73%): one fewer would do at 80%, but that is inside the band: hold.
+    assert_eq!(decide(&policy(), &at(8.0)).target, 11);
+    // 6 busy of 11 (55%): down to what 80% needs.
+    assert_eq!(decide(&policy(), &at(6.0)).target, 8);
+}
