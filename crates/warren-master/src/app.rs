@@ -33,11 +33,14 @@ pub struct WorkerConn {
     pub(crate) timed_out: Arc<AtomicBool>,
     /// When it last went idle.
     idle_since: Instant,
+    /// The zygote it was forked from (see [`AppState::reset_workers`]).
+    epoch: u64,
 }
 
 impl WorkerConn {
-    pub(crate) fn new(stream: UnixStream, pid: i32) -> Self {
+    pub(crate) fn new(stream: UnixStream, pid: i32, epoch: u64) -> Self {
         WorkerConn {
+            epoch,
             stream,
             rbuf: BytesMut::with_capacity(16 * 1024),
             pid,
@@ -83,6 +86,11 @@ struct Pool {
     killed: Vec<i32>,
     /// Replaced or removed, and drained: takes no request any more.
     retired: bool,
+    /// Bumped when the zygote goes (its workers with it): a worker of an earlier epoch that
+    /// comes back from a request is dropped, not pooled.
+    epoch: u64,
+    /// Host pid of the running zygote (0: none).
+    zygote: i32,
 }
 
 pub struct AppState {
@@ -118,6 +126,8 @@ impl AppState {
                 busy: Vec::new(),
                 killed: Vec::new(),
                 retired: false,
+                epoch: 0,
+                zygote: 0,
             }),
             config,
             stats: AppStats::default(),
@@ -331,6 +341,14 @@ impl AppState {
     /// Returns a worker that finished a request: to the oldest live waiter, else to idle; or
     /// retires it (its socket closes, it exits, the supervisor forks a fresh one).
     pub(crate) fn checkin(&self, mut w: WorkerConn) {
+        {
+            let mut pool = self.pool();
+            if w.epoch != pool.epoch {
+                // Its zygote is gone, and with it this worker: never offer it again.
+                pool.busy.retain(|b| b.pid != w.pid);
+                return;
+            }
+        }
         if let Some(why) = self.retire_reason(&w) {
             self.pool().busy.retain(|b| b.pid != w.pid);
             self.stats.recycled.fetch_add(1, Relaxed);
@@ -444,6 +462,8 @@ impl AppState {
     /// Forgets every worker (the zygote is gone, and its workers with it).
     pub(crate) fn reset_workers(&self) {
         let mut pool = self.pool();
+        pool.epoch += 1;
+        pool.zygote = 0;
         pool.idle.clear();
         pool.busy.clear();
         pool.killed.clear();
@@ -468,6 +488,27 @@ impl AppState {
         pool.killed.extend_from_slice(&expired);
         let next = pool.busy.iter().map(|b| b.deadline).min();
         (expired, next)
+    }
+
+    /// The current zygote's epoch and, once known, its host pid.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.pool().epoch
+    }
+
+    pub(crate) fn set_zygote(&self, pid: i32) {
+        self.pool().zygote = pid;
+    }
+
+    /// Whether `pid` is a child of the app's running zygote (read from `/proc`).
+    pub(crate) fn is_worker(&self, pid: i32) -> bool {
+        let zygote = self.pool().zygote;
+        zygote > 0
+            && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rfind(')')
+                    .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+                    .and_then(|ppid| ppid.parse::<i32>().ok())
+                    == Some(zygote)
+            })
     }
 
     /// Whether the watchdog killed worker `pid` (its death is the request's fault, not a crash).

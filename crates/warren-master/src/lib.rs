@@ -127,6 +127,10 @@ async fn watchdog(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
         let now = tokio::time::Instant::now();
         let (expired, next) = app.expired(now);
         for pid in expired {
+            // Only a child of the app's running zygote: never a pid that was reused.
+            if !app.is_worker(pid) {
+                continue;
+            }
             app.stats.timed_out.fetch_add(1, Relaxed);
             tracing::warn!(
                 app = app.name(),
@@ -349,10 +353,10 @@ impl Master {
 
     /// Drains `run` in the background (up to `wait`), then stops it.
     fn drain_later(&self, run: Running, wait: Duration) {
-        self.draining
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .spawn(drain(run, wait));
+        let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget the drains that finished (each holds its task's result until joined).
+        while draining.try_join_next().is_some() {}
+        draining.spawn(drain(run, wait));
     }
 
     /// Runs one request on a worker of app `app`. `body` is `None` when the request has none.

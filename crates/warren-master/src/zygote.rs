@@ -38,9 +38,9 @@ const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(10);
 /// First and longest delay between forks while workers keep dying young.
 const FORK_DELAY_MIN: Duration = Duration::from_millis(100);
 const FORK_DELAY_MAX: Duration = Duration::from_secs(30);
-/// Workers dying young in a row that make a crash loop: the app is marked unavailable (503 at
-/// once, with `Retry-After`), and its zygote is started again after a back-off, which also
-/// picks up fixed code.
+/// Workers dying young in a row, with no request answered in between, that make a crash loop:
+/// the app is marked unavailable (503 at once, with `Retry-After`), and its zygote is started
+/// again after a back-off, which also picks up fixed code.
 const CRASH_LOOP_DEATHS: u32 = 5;
 /// A zygote that ran this long without a crash loop resets the crash-loop back-off.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
@@ -247,6 +247,9 @@ async fn run_zygote(
     let mut fork_delay = Duration::ZERO;
     let mut next_fork_at = Instant::now();
     let mut young_deaths = 0u32;
+    // Requests the app had answered at the last young death: deaths in between answered
+    // requests are an app that mostly works (a crash now and then), not a crash loop.
+    let mut served_at_death = app.stats.served.load(std::sync::atomic::Ordering::Relaxed);
     loop {
         if ready && !cfg.scale.keep_zygote && app.target() == 0 && app.live_workers() == 0 {
             let _ = child.start_kill();
@@ -306,6 +309,7 @@ async fn run_zygote(
                         let outer = child.id().map_or(0, |p| p as i32);
                         zygote_pid = warren_sandbox::host_pid_of_child(outer, ns_pid)
                             .unwrap_or(outer);
+                        app.set_zygote(zygote_pid);
                         tracing::info!(
                             app = app.name(),
                             pid = zygote_pid,
@@ -320,7 +324,7 @@ async fn run_zygote(
                                 .unwrap_or(ns_pid);
                             host_pids.insert(ns_pid, pid);
                             started_at.insert(ns_pid, asked);
-                            tokio::spawn(await_ready(app.clone(), stream, pid, asked));
+                            tokio::spawn(await_ready(app.clone(), stream, pid, asked, app.epoch()));
                         }
                     }
                     Msg::ForkFailed { token, errno } => {
@@ -353,6 +357,12 @@ async fn run_zygote(
                         if harakiri {
                             // The request's fault, not a crash: replaced at once.
                         } else if !clean && lived.is_none_or(|d| d < CRASH_LOOP_WINDOW) {
+                            let served = app.stats.served.load(std::sync::atomic::Ordering::Relaxed);
+                            if served != served_at_death {
+                                young_deaths = 0;
+                                fork_delay = Duration::ZERO;
+                                served_at_death = served;
+                            }
                             young_deaths += 1;
                             if young_deaths >= CRASH_LOOP_DEATHS {
                                 app.worker_gone(Some(pid));
@@ -431,7 +441,13 @@ async fn receive(control: &UnixDatagram) -> std::io::Result<Msg> {
 }
 
 /// Waits for a forked worker's `READY`, then puts it in the pool.
-async fn await_ready(app: Arc<AppState>, mut stream: UnixStream, pid: i32, asked: Instant) {
+async fn await_ready(
+    app: Arc<AppState>,
+    mut stream: UnixStream,
+    pid: i32,
+    asked: Instant,
+    epoch: u64,
+) {
     let mut hdr = [0u8; FRAME_HEADER];
     let ready = tokio::time::timeout(READY_TIMEOUT, stream.read_exact(&mut hdr)).await;
     match ready.map(|r| r.map(|_| parse_header(hdr))) {
@@ -444,7 +460,7 @@ async fn await_ready(app: Arc<AppState>, mut stream: UnixStream, pid: i32, asked
                 "worker started"
             );
             app.worker_started();
-            app.checkin(WorkerConn::new(stream, pid));
+            app.checkin(WorkerConn::new(stream, pid, epoch));
         }
         other => {
             app.worker_started();

@@ -285,3 +285,17 @@ fn malformed_requests_get_400() {
     w.get(GOOD, "/hello").assert_ok();
     w.stop();
 }
+
+#[test]
+fn crashes_between_answered_requests_are_not_a_crash_loop() {
+    let w = start(1, "");
+    // Six deaths, each followed by a good answer: an app that mostly works stays up.
+    for i in 0..6 {
+        let r = w.get(GOOD, "/exit");
+        assert_eq!(r.status, 502, "crash {i}: {}", r.text());
+        let r = w.get(GOOD, "/hello");
+        assert_eq!(r.status, 200, "after crash {i}: {}", r.text());
+    }
+    assert!(w.log_lines(&["keep dying"]).is_empty(), "{}", w.logs());
+    w.stop();
+}
