@@ -343,8 +343,9 @@ impl AppState {
     pub(crate) fn checkin(&self, mut w: WorkerConn) {
         {
             let mut pool = self.pool();
-            if w.epoch != pool.epoch {
-                // Its zygote is gone, and with it this worker: never offer it again.
+            if w.epoch != pool.epoch || w.timed_out.load(Relaxed) {
+                // Its zygote is gone (and this worker with it), or the watchdog killed it as
+                // its response was coming in: never offer it again.
                 pool.busy.retain(|b| b.pid != w.pid);
                 return;
             }
@@ -358,6 +359,11 @@ impl AppState {
             return;
         }
         let mut pool = self.pool();
+        if w.epoch != pool.epoch {
+            // The zygote went while the retirement check ran.
+            pool.busy.retain(|b| b.pid != w.pid);
+            return;
+        }
         let now = Instant::now();
         if self.config.limits.request_timeout.is_some() {
             pool.busy.retain(|b| b.pid != w.pid);
@@ -444,8 +450,19 @@ impl AppState {
             pool.busy.retain(|b| b.pid != pid);
         }
         self.stats.exited.fetch_add(1, Relaxed);
+        // The last worker went while a request waits (retired at the same moment): that
+        // request brings one back, as one arriving at zero does.
+        let stranded = pool.live == 0 && !pool.queue.is_empty();
         drop(pool);
+        if stranded && self.target() == 0 {
+            self.set_target(1);
+        }
         self.wake.notify_one();
+    }
+
+    /// Requests waiting in the queue now.
+    pub(crate) fn queued(&self) -> usize {
+        self.pool().queue.len()
     }
 
     pub(crate) fn set_health(&self, health: Health) {
@@ -471,23 +488,29 @@ impl AppState {
         pool.starting = 0;
     }
 
-    /// Takes the workers whose request ran past its deadline out of the watch list, marked as
-    /// timed out; the caller kills them. Also returns the earliest deadline still pending.
-    pub(crate) fn expired(&self, now: Instant) -> (Vec<i32>, Option<Instant>) {
+    /// Takes the workers whose request ran past its deadline out of the watch list; the
+    /// caller checks each is still this app's worker and [`AppState::mark_killed`] it before
+    /// killing it. Also returns the earliest deadline still pending.
+    pub(crate) fn expired(&self, now: Instant) -> (Vec<(i32, Arc<AtomicBool>)>, Option<Instant>) {
         let mut pool = self.pool();
         let mut expired = Vec::new();
         pool.busy.retain(|b| {
             if b.deadline <= now {
-                b.timed_out.store(true, Relaxed);
-                expired.push(b.pid);
+                expired.push((b.pid, b.timed_out.clone()));
                 false
             } else {
                 true
             }
         });
-        pool.killed.extend_from_slice(&expired);
         let next = pool.busy.iter().map(|b| b.deadline).min();
         (expired, next)
+    }
+
+    /// Worker `pid` is about to be killed for its request's time: its exchange answers 504,
+    /// it is never pooled again, and its exit is not a crash.
+    pub(crate) fn mark_killed(&self, pid: i32, timed_out: &AtomicBool) {
+        timed_out.store(true, Relaxed);
+        self.pool().killed.push(pid);
     }
 
     /// The current zygote's epoch and, once known, its host pid.

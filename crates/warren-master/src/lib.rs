@@ -126,11 +126,12 @@ async fn watchdog(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let now = tokio::time::Instant::now();
         let (expired, next) = app.expired(now);
-        for pid in expired {
+        for (pid, flag) in expired {
             // Only a child of the app's running zygote: never a pid that was reused.
             if !app.is_worker(pid) {
                 continue;
             }
+            app.mark_killed(pid, &flag);
             app.stats.timed_out.fetch_add(1, Relaxed);
             tracing::warn!(
                 app = app.name(),
@@ -288,10 +289,20 @@ impl Master {
         }
         let mut ready = Vec::new();
         for (name, run) in starting {
+            let Some(previous) = find(&name) else {
+                // A new app: routed to at once (its requests queue while it imports).
+                ready.push((name, run));
+                continue;
+            };
+            // The new generation starts with what the old one runs (at least one worker, so
+            // that it can show it works): a loaded app keeps its capacity across the swap.
+            let scale = &run.app.config.scale;
+            run.app
+                .set_target(previous.target().max(1).clamp(scale.min.max(1), scale.max));
             match wait_ready(&run.app).await {
                 Ok(()) => ready.push((name, run)),
                 Err(reason) => {
-                    let keep = find(&name).is_some();
+                    let keep = true;
                     tracing::error!(
                         app = %name,
                         %reason,
@@ -346,7 +357,14 @@ impl Master {
         drop(running);
         let old_apps = retiring.iter().map(|r| r.app.clone()).collect();
         for r in retiring {
-            self.drain_later(r, DRAIN_WAIT);
+            // Requests in progress get their whole time limit to finish.
+            let wait = r
+                .app
+                .config
+                .limits
+                .request_timeout
+                .map_or(DRAIN_WAIT, |t| DRAIN_WAIT.max(t + Duration::from_secs(5)));
+            self.drain_later(r, wait);
         }
         (apps, report, old_apps)
     }

@@ -251,7 +251,12 @@ async fn run_zygote(
     // requests are an app that mostly works (a crash now and then), not a crash loop.
     let mut served_at_death = app.stats.served.load(std::sync::atomic::Ordering::Relaxed);
     loop {
-        if ready && !cfg.scale.keep_zygote && app.target() == 0 && app.live_workers() == 0 {
+        if ready
+            && !cfg.scale.keep_zygote
+            && app.target() == 0
+            && app.live_workers() == 0
+            && app.queued() == 0
+        {
             let _ = child.start_kill();
             let _ = child.wait().await;
             return End::Parked;
@@ -334,7 +339,12 @@ async fn run_zygote(
                         tokio::time::sleep(BACKOFF_MIN).await;
                     }
                     Msg::Exited { pid: ns_pid, status } => {
-                        let pid = host_pids.remove(&ns_pid).unwrap_or(ns_pid);
+                        let Some(pid) = host_pids.remove(&ns_pid) else {
+                            // Not a worker: a child the app's own code forked (at import, in a
+                            // warm-up) that the zygote, pid 1 of its namespace, reaped.
+                            tracing::debug!(app = app.name(), ns_pid, status, "a non-worker child of the zygote exited");
+                            continue;
+                        };
                         let (clean, mut how) = describe_wait(status);
                         let harakiri = app.take_killed(pid);
                         if harakiri {
@@ -459,11 +469,15 @@ async fn await_ready(
                 fork_to_ready_us = us,
                 "worker started"
             );
-            app.worker_started();
+            if app.epoch() == epoch {
+                app.worker_started();
+            }
             app.checkin(WorkerConn::new(stream, pid, epoch));
         }
         other => {
-            app.worker_started();
+            if app.epoch() == epoch {
+                app.worker_started();
+            }
             // The zygote will report its exit; dropping the socket makes a live one exit.
             tracing::error!(app = app.name(), pid, outcome = ?other, "worker did not become ready");
         }

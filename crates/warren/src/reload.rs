@@ -120,7 +120,13 @@ pub async fn run(front: Arc<Front>, path: PathBuf, mut current: Config, mut hup:
         current = config;
         current.server = server;
         let old = std::mem::replace(&mut stamps, Stamps::of(&current));
-        // A file touched during the reload still counts next time.
+        // A file touched during the reload still counts next time: what was seen before the
+        // reload is kept for every file that is still watched.
         stamps.server = old.server.or(stamps.server);
+        for (app, path, seen) in &mut stamps.apps {
+            if let Some((_, _, before)) = old.apps.iter().find(|(a, p, _)| a == app && p == path) {
+                *seen = *before;
+            }
+        }
     }
 }

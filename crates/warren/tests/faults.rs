@@ -299,3 +299,33 @@ fn crashes_between_answered_requests_are_not_a_crash_loop() {
     assert!(w.log_lines(&["keep dying"]).is_empty(), "{}", w.logs());
     w.stop();
 }
+
+#[test]
+fn a_child_the_app_forks_at_import_is_not_counted_as_a_worker() {
+    let w = Warren::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[apps.forker]
+path = "{}"
+entry = "app:application"
+workers = 2
+
+[apps.forker.sandbox]
+python_guards = false   # the zygote's filter lets a fork through; the guard would refuse it
+"#,
+        fixture("forker")
+    ));
+    w.wait_workers("forker", 2);
+    w.get("forker.localhost", "/").assert_ok();
+    std::thread::sleep(Duration::from_millis(500));
+    // Had the child's exit been taken for a worker's, a third worker would have been forked.
+    assert_eq!(
+        w.log_lines(&["worker started", "forker"]).len(),
+        2,
+        "{}",
+        w.logs()
+    );
+    w.stop();
+}

@@ -250,3 +250,31 @@ fn a_version_that_does_not_import_leaves_the_running_one_serving() {
     assert_eq!(version(&w), "v1");
     w.stop();
 }
+
+#[test]
+fn an_app_that_scales_to_zero_is_redeployed_too() {
+    for keep in [true, false] {
+        let dir = tempdir();
+        version_app(dir.path(), "v1");
+        let w = Warren::start_in(
+            dir,
+            &format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n\n[apps.ver]\npath = \"ver\"\nentry = \"app:application\"\n\n[apps.ver.scale]\nmin = 0\nmax = 2\nkeep_zygote = {keep}\n"
+            ),
+            &[],
+        );
+        assert_eq!(version(&w), "v1");
+        std::fs::write(w.dir.path().join("ver/version.txt"), "v2").unwrap();
+        w.hangup();
+        assert!(
+            w.wait_for_log_line(
+                Duration::from_secs(30),
+                &["reload done", "redeployed=[\"ver\"]"]
+            ),
+            "{}",
+            w.logs()
+        );
+        assert_eq!(version(&w), "v2");
+        w.stop();
+    }
+}
