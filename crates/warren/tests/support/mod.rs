@@ -387,38 +387,51 @@ pub fn world_writable(dir: &Path) {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777)).expect("chmod 1777");
 }
 
+/// One live (not zombie) process, from `/proc`.
+pub struct Proc {
+    pub pid: u32,
+    pub ppid: u32,
+    pub pgrp: u32,
+    /// The command line, arguments joined by spaces.
+    pub cmdline: String,
+}
+
+/// Every live process (zombies left out).
+pub fn proc_list() -> Vec<Proc> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid pgrp ...`; comm may hold anything: split after the last ')'.
+            let rest = &stat[stat.rfind(')')? + 1..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if fields.len() < 3 || fields[0] == "Z" || fields[0] == "X" {
+                return None;
+            }
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            Some(Proc {
+                pid,
+                ppid: fields[1].parse().ok()?,
+                pgrp: fields[2].parse().ok()?,
+                cmdline: String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .trim()
+                    .to_owned(),
+            })
+        })
+        .collect()
+}
+
 /// `(pid, parent pid, command line)` of every live process.
 fn processes() -> Vec<(u32, u32, String)> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() < 2 || fields[0] == "Z" || fields[0] == "X" {
-            continue;
-        }
-        let Ok(ppid) = fields[1].parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        found.push((pid, ppid, cmdline.trim().to_owned()));
-    }
-    found
+    proc_list()
+        .into_iter()
+        .map(|p| (p.pid, p.ppid, p.cmdline))
+        .collect()
 }
 
 /// The pid, as the test sees it, of the descendant of warren that calls itself `ns_pid` inside
@@ -496,36 +509,11 @@ fn signal_group(pgid: u32, sig: &str) {
 
 /// Live (not zombie) processes whose process group is `pgid`: `(pid, command line)`.
 pub fn group_members(pgid: u32) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid pgrp ...`; comm may contain anything, so split after the last ')'.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() < 3 || fields[0] == "Z" || fields[0] == "X" {
-            continue;
-        }
-        if fields[2].parse::<u32>().ok() == Some(pgid) {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            found.push((pid, cmdline.trim().to_owned()));
-        }
-    }
-    found
+    proc_list()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid)
+        .map(|p| (p.pid, p.cmdline))
+        .collect()
 }
 
 /// `VmHWM` (peak resident set) of a process, in KiB.
