@@ -898,7 +898,8 @@ fn shared_library_from_tmp_does_not_load() {
 fn etc_shadow_is_unreadable() {
     let Some(s) = Scene::start() else { return };
     let r = s.attack("/read_shadow");
-    assert_contained(&r, &[ENOENT, EACCES]);
+    // The new root's /etc holds a few generated files: the host's shadow is not there at all.
+    assert_contained(&r, &[ENOENT]);
     s.finish();
 }
 
@@ -910,8 +911,9 @@ fn other_app_directory_is_out_of_reach() {
         "/read_other_app?path={}",
         query_value(&hello.display().to_string())
     ));
-    assert_contained(&r, &[ENOENT, EACCES]);
-    assert_field_in(&r, "open_errno", &[ENOENT.into(), EACCES.into()]);
+    // Not bound into the new root: the path does not exist (not merely unreadable).
+    assert_contained(&r, &[ENOENT]);
+    assert_field_in(&r, "open_errno", &[ENOENT.into()]);
     s.finish();
 }
 
@@ -923,8 +925,8 @@ fn other_app_directory_is_out_of_reach_by_a_relative_path() {
         "/read_other_app?path={}",
         query_value("../../../examples/apps/hello")
     ));
-    assert_contained(&r, &[ENOENT, EACCES]);
-    assert_field_in(&r, "open_errno", &[ENOENT.into(), EACCES.into()]);
+    assert_contained(&r, &[ENOENT]);
+    assert_field_in(&r, "open_errno", &[ENOENT.into()]);
     s.finish();
 }
 
@@ -940,8 +942,10 @@ fn proc_1_root_does_not_lead_to_the_host() {
 fn app_code_is_read_only() {
     let Some(s) = Scene::start() else { return };
     let r = s.attack("/write_code");
+    // Appending meets the file's owner first (EACCES); creating a file meets the read-only
+    // bind (EROFS), which would hold even for a uid that owned the directory.
     assert_contained(&r, &[EROFS, EACCES]);
-    assert_field_in(&r, "create_errno", &[EROFS.into(), EACCES.into()]);
+    assert_field_in(&r, "create_errno", &[EROFS.into()]);
     s.finish();
 }
 
@@ -949,7 +953,8 @@ fn app_code_is_read_only() {
 fn site_packages_are_read_only() {
     let Some(s) = Scene::start() else { return };
     let r = s.attack("/write_site_packages");
-    assert_contained(&r, &[EROFS, EACCES]);
+    // The venv is bound read-only.
+    assert_contained(&r, &[EROFS]);
     s.finish();
 }
 
