@@ -215,12 +215,39 @@ def children(pid):
     return [int(x) for x in out.split()]
 
 
+def tree_cpu_s(pid):
+    """CPU seconds (user + system) of `pid` and all its descendants now alive."""
+    total, todo, tick = 0, [pid], os.sysconf("SC_CLK_TCK")
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+        todo.extend(children(p))
+    return total / tick
+
+
 def measure(server):
     point = {}
+    root = server.procs[0].pid if server.name.startswith("warren") else None
     for conns in CONNECTIONS:
-        runs = [run_wrk(server.port, APPS[server.app][3], conns) for _ in range(REPEATS)]
+        runs = []
+        for _ in range(REPEATS):
+            before = tree_cpu_s(root) if root else 0.0
+            r = run_wrk(server.port, APPS[server.app][3], conns)
+            if root and r["rps"] > 0:
+                # CPU time of warren and its workers per request: unlike requests/s, it does not
+                # move with what else the machine (or its host) is doing.
+                r["cpu_us_per_req"] = (tree_cpu_s(root) - before) / (r["rps"] * DURATION) * 1e6
+            runs.append(r)
         runs.sort(key=lambda r: r["rps"])
         point[conns] = runs[len(runs) // 2]
+        if root:
+            point[conns]["cpu_us_per_req"] = statistics.median(
+                r["cpu_us_per_req"] for r in runs if "cpu_us_per_req" in r)
     point["answered32"] = connections_answered(server.port, APPS[server.app][3])
     return point
 
@@ -378,6 +405,11 @@ def main():
                   + "; zygote: " + ", ".join(f"{x:.1f} MB" for x in e["zygote_pss_mb"]))
         on, off = results.get((app, "warren")), results.get((app, "warren-open"))
         if on and off:
+            cpu = [(c, on[c].get("cpu_us_per_req"), off[c].get("cpu_us_per_req"))
+                   for c in CONNECTIONS]
+            print(f"CPU per request (warren and its workers), {app}: "
+                  + ", ".join(f"{c} conn {a:.1f} µs confined vs {b:.1f} µs open "
+                              f"({(a / b - 1) * 100:+.1f}%)" for c, a, b in cpu if a and b))
             ratios = [on[c]["rps"] / off[c]["rps"] for c in CONNECTIONS if off[c]["rps"]]
             print(f"confinement on / off, {app}: "
                   + ", ".join(f"{c} conn {r:.3f}" for c, r in zip(CONNECTIONS, ratios))
