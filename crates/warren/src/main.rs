@@ -85,7 +85,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Check { config } => {
             let config = warren_config::load(&config)?;
             for app in &config.apps {
-                println!("{app}: hosts {:?}, {} workers", app.hosts, app.workers);
+                let s = &app.scale;
+                if s.is_fixed() {
+                    println!("{app}: hosts {:?}, {} workers", app.hosts, app.workers);
+                } else {
+                    println!(
+                        "{app}: hosts {:?}, {} to {} workers (autoscaled)",
+                        app.hosts, s.min, s.max
+                    );
+                }
             }
             Ok(())
         }

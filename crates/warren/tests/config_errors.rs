@@ -239,3 +239,36 @@ fn each_refusal_is_one_line() {
         );
     }
 }
+
+#[test]
+fn check_lists_each_app_with_its_worker_range() {
+    let dir = tempdir();
+    let file = dir.path().join("ok.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[apps.fixed]\npath = \"{p}\"\nentry = \"app:application\"\nworkers = 3\n\n\
+             [apps.scaled]\npath = \"{p}\"\nentry = \"app:application\"\n\
+             [apps.scaled.scale]\nmin = 0\nmax = 5\n",
+            p = fixture("failures")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("fixed (app:application): hosts [\"fixed.localhost\"], 3 workers"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "scaled (app:application): hosts [\"scaled.localhost\"], 0 to 5 workers (autoscaled)"
+        ),
+        "{text}"
+    );
+}
