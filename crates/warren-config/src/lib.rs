@@ -49,7 +49,7 @@ pub struct Config {
 }
 
 /// `[server]`: what the front listens on and the limits it applies before any app sees a request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     pub listen: SocketAddr,
     /// Largest request head (request line and headers) accepted; larger gets 431.
@@ -73,7 +73,7 @@ pub struct Server {
 }
 
 /// `[apps.NAME]`: one WSGI app.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct App {
     pub name: String,
     /// Absolute, canonical app directory; goes first on the worker's `sys.path`.

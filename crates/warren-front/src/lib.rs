@@ -78,7 +78,7 @@ impl Front {
     /// changed), each new generation up before requests move to it. `server` settings are
     /// not re-applied (they need a restart).
     pub async fn reload(&self, config: &Config, redeploy: Option<&[String]>) -> ReloadReport {
-        let (apps, report, _old) = self.master.reload(config, redeploy).await;
+        let (apps, report) = self.master.reload(config, redeploy).await;
         let table = Arc::new(Table {
             routes: Routes::new(config),
             apps,

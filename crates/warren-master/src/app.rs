@@ -5,7 +5,7 @@
 //! ([`AppState::checkin`]) goes straight to the oldest live waiter, or to the idle list. The
 //! lock guards only these lists and is never held across an await or any I/O.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::AcqRel, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
@@ -29,8 +29,8 @@ pub struct WorkerConn {
     pub pid: i32,
     /// Requests this worker has been given.
     pub(crate) requests: u64,
-    /// Set (by the watchdog) when the worker was killed for running past the request timeout.
-    pub(crate) timed_out: Arc<AtomicBool>,
+    /// Its request clock, shared with the watchdog.
+    pub(crate) watch: Arc<Watch>,
     /// When it last went idle.
     idle_since: Instant,
     /// The zygote it was forked from (see [`AppState::reset_workers`]).
@@ -45,17 +45,33 @@ impl WorkerConn {
             rbuf: BytesMut::with_capacity(16 * 1024),
             pid,
             requests: 0,
-            timed_out: Arc::new(AtomicBool::new(false)),
+            watch: Arc::new(Watch {
+                pid,
+                deadline: AtomicU64::new(0),
+                timed_out: AtomicBool::new(false),
+            }),
             idle_since: Instant::now(),
         }
     }
 }
 
-/// A worker busy with a request, as the watchdog sees it.
-struct Busy {
+impl Watch {
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+}
+
+/// A worker's request clock, registered with its app for the watchdog once, when the worker
+/// joins the pool. Whoever sets the deadline back to 0 first owns the request's end: the
+/// worker checking in (normal end), or the watchdog (it kills the worker, which is then never
+/// pooled again). No lock and no allocation per request.
+#[derive(Debug)]
+pub(crate) struct Watch {
     pid: i32,
-    deadline: Instant,
-    timed_out: Arc<AtomicBool>,
+    /// When the request in progress must be done, in ns since [`AppState`]'s clock; 0: none.
+    deadline: AtomicU64,
+    /// Set by the watchdog just before it kills the worker: its request gets 504.
+    pub(crate) timed_out: AtomicBool,
 }
 
 /// Whether the app can take requests.
@@ -80,10 +96,8 @@ struct Pool {
     live: usize,
     /// Of those, the ones that have not said `READY` yet.
     starting: usize,
-    /// Workers running a request, with the time they must be done by (with a request timeout).
-    busy: Vec<Busy>,
-    /// Workers the watchdog killed whose exit the supervisor has not seen yet.
-    killed: Vec<i32>,
+    /// The request clocks of the workers in the pool (with a request timeout).
+    watched: Vec<Arc<Watch>>,
     /// Replaced or removed, and drained: takes no request any more.
     retired: bool,
     /// Bumped when the zygote goes (its workers with it): a worker of an earlier epoch that
@@ -107,6 +121,8 @@ pub struct AppState {
     target: AtomicUsize,
     /// Wakes the supervisor when `target` changed or a worker was lost.
     pub(crate) wake: Notify,
+    /// The origin of the watch deadlines.
+    clock: Instant,
     /// Budget for log lines this app can cause at will.
     log_budget: Mutex<TokenBucket>,
 }
@@ -115,6 +131,7 @@ impl AppState {
     pub(crate) fn new(config: App, generation: u32) -> Self {
         let target = config.workers;
         AppState {
+            clock: Instant::now(),
             generation,
             successor: std::sync::OnceLock::new(),
             pool: Mutex::new(Pool {
@@ -123,8 +140,7 @@ impl AppState {
                 health: Health::Starting,
                 live: 0,
                 starting: 0,
-                busy: Vec::new(),
-                killed: Vec::new(),
+                watched: Vec::new(),
                 retired: false,
                 epoch: 0,
                 zygote: 0,
@@ -233,17 +249,17 @@ impl AppState {
                 });
             }
             if let Some(mut w) = pool.idle.pop() {
+                drop(pool);
                 self.stats.record_dispatch(Duration::ZERO);
-                self.begin(&mut pool, &mut w, Instant::now());
+                self.begin(&mut w, Instant::now());
                 return Ok(w);
             }
             if let Health::Broken { .. } = &pool.health {
                 return Err(self.unavailable(&pool.health));
             }
             let from_zero = pool.live == 0;
-            if from_zero && self.target() == 0 {
-                // At zero: this request brings a worker back now, not at the next tick.
-                self.set_target(1);
+            if from_zero {
+                self.wake_from_zero();
             }
             let (tx, rx) = oneshot::channel();
             let now = Instant::now();
@@ -306,15 +322,26 @@ impl AppState {
         }
     }
 
-    /// A worker starts a request: counted, and watched when requests have a time limit.
-    fn begin(&self, pool: &mut Pool, w: &mut WorkerConn, now: Instant) {
+    /// A worker starts a request: counted, and its deadline set when requests have a limit.
+    fn begin(&self, w: &mut WorkerConn, now: Instant) {
         w.requests += 1;
         if let Some(limit) = self.config.limits.request_timeout {
-            pool.busy.push(Busy {
-                pid: w.pid,
-                deadline: now + limit,
-                timed_out: w.timed_out.clone(),
-            });
+            w.watch.deadline.store(self.nanos(now + limit), Relaxed);
+        }
+    }
+
+    /// `t` on the watch clock (never 0 for a time after the clock's start).
+    fn nanos(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.clock)
+            .as_nanos()
+            .clamp(1, u64::MAX as u128) as u64
+    }
+
+    /// An app at zero with a request waiting: a worker is asked for now, not at the
+    /// autoscaler's next tick.
+    fn wake_from_zero(&self) {
+        if self.target() == 0 {
+            self.set_target(1);
         }
     }
 
@@ -326,7 +353,7 @@ impl AppState {
             return Some(format!("served max_requests = {}", limits.max_requests));
         }
         if limits.max_worker_rss_bytes > 0 && w.requests > 0 {
-            let rss = resident_bytes(w.pid);
+            let rss = crate::procfs::resident_bytes(&w.pid.to_string()).unwrap_or(0);
             if rss > limits.max_worker_rss_bytes {
                 return Some(format!(
                     "resident memory {} MiB is over max_worker_rss_mb = {}",
@@ -341,35 +368,30 @@ impl AppState {
     /// Returns a worker that finished a request: to the oldest live waiter, else to idle; or
     /// retires it (its socket closes, it exits, the supervisor forks a fresh one).
     pub(crate) fn checkin(&self, mut w: WorkerConn) {
+        if w.requests > 0
+            && self.config.limits.request_timeout.is_some()
+            && w.watch.deadline.swap(0, AcqRel) == 0
         {
-            let mut pool = self.pool();
-            if w.epoch != pool.epoch || w.timed_out.load(Relaxed) {
-                // Its zygote is gone (and this worker with it), or the watchdog killed it as
-                // its response was coming in: never offer it again.
-                pool.busy.retain(|b| b.pid != w.pid);
-                return;
-            }
+            // The watchdog took this request's end first: it is killing the worker.
+            return;
         }
-        if let Some(why) = self.retire_reason(&w) {
-            self.pool().busy.retain(|b| b.pid != w.pid);
+        let retire = self.retire_reason(&w);
+        let mut pool = self.pool();
+        if w.epoch != pool.epoch {
+            // Its zygote is gone, and this worker with it: never offer it again.
+            return;
+        }
+        if let Some(why) = retire {
+            drop(pool);
             self.stats.recycled.fetch_add(1, Relaxed);
             if self.may_log() {
                 tracing::info!(app = self.name(), pid = w.pid, "retiring worker: {why}");
             }
             return;
         }
-        let mut pool = self.pool();
-        if w.epoch != pool.epoch {
-            // The zygote went while the retirement check ran.
-            pool.busy.retain(|b| b.pid != w.pid);
-            return;
-        }
         let now = Instant::now();
-        if self.config.limits.request_timeout.is_some() {
-            pool.busy.retain(|b| b.pid != w.pid);
-        }
         while let Some(entry) = pool.queue.pop_live(|tx| !tx.is_closed()) {
-            self.begin(&mut pool, &mut w, now);
+            self.begin(&mut w, now);
             match entry.item.send(w) {
                 Ok(()) => {
                     self.stats.queued.store(pool.queue.len() as u64, Relaxed);
@@ -379,7 +401,7 @@ impl AppState {
                 }
                 Err(mut back) => {
                     back.requests -= 1;
-                    pool.busy.retain(|b| b.pid != back.pid);
+                    back.watch.deadline.store(0, Relaxed);
                     w = back;
                 }
             }
@@ -398,15 +420,36 @@ impl AppState {
         self.stats.spawned.fetch_add(1, Relaxed);
     }
 
-    /// A forked worker said `READY`, or will never: it is no longer starting.
-    pub(crate) fn worker_started(&self) {
+    /// A worker forked from the zygote of `epoch` said `READY`: it joins the pool (unless that
+    /// zygote is gone already).
+    pub(crate) fn adopt(&self, w: WorkerConn, epoch: u64) {
+        {
+            let mut pool = self.pool();
+            if pool.epoch != epoch {
+                return;
+            }
+            pool.starting = pool.starting.saturating_sub(1);
+            if self.config.limits.request_timeout.is_some() {
+                pool.watched.push(w.watch.clone());
+            }
+        }
+        self.checkin(w);
+    }
+
+    /// A worker forked from the zygote of `epoch` will never say `READY`.
+    pub(crate) fn not_started(&self, epoch: u64) {
         let mut pool = self.pool();
-        pool.starting = pool.starting.saturating_sub(1);
+        if pool.epoch == epoch {
+            pool.starting = pool.starting.saturating_sub(1);
+        }
     }
 
     /// The zygote could not fork a worker that was asked for.
     pub(crate) fn fork_failed(&self) {
-        self.worker_started();
+        {
+            let mut pool = self.pool();
+            pool.starting = pool.starting.saturating_sub(1);
+        }
         self.worker_gone(None);
     }
 
@@ -447,15 +490,15 @@ impl AppState {
         pool.live = pool.live.saturating_sub(1);
         if let Some(pid) = pid {
             pool.idle.retain(|w| w.pid != pid);
-            pool.busy.retain(|b| b.pid != pid);
+            pool.watched.retain(|w| w.pid != pid);
         }
         self.stats.exited.fetch_add(1, Relaxed);
         // The last worker went while a request waits (retired at the same moment): that
         // request brings one back, as one arriving at zero does.
         let stranded = pool.live == 0 && !pool.queue.is_empty();
         drop(pool);
-        if stranded && self.target() == 0 {
-            self.set_target(1);
+        if stranded {
+            self.wake_from_zero();
         }
         self.wake.notify_one();
     }
@@ -482,35 +525,36 @@ impl AppState {
         pool.epoch += 1;
         pool.zygote = 0;
         pool.idle.clear();
-        pool.busy.clear();
-        pool.killed.clear();
+        pool.watched.clear();
         pool.live = 0;
         pool.starting = 0;
     }
 
-    /// Takes the workers whose request ran past its deadline out of the watch list; the
-    /// caller checks each is still this app's worker and [`AppState::mark_killed`] it before
-    /// killing it. Also returns the earliest deadline still pending.
-    pub(crate) fn expired(&self, now: Instant) -> (Vec<(i32, Arc<AtomicBool>)>, Option<Instant>) {
-        let mut pool = self.pool();
+    /// The watches of the workers whose request ran past its deadline, now owned by the caller
+    /// (their deadline taken back to 0), who kills them after checking each is still this
+    /// app's worker; and the earliest deadline still pending.
+    pub(crate) fn expired(&self, now: Instant) -> (Vec<Arc<Watch>>, Option<Instant>) {
+        let now = self.nanos(now);
+        let pool = self.pool();
         let mut expired = Vec::new();
-        pool.busy.retain(|b| {
-            if b.deadline <= now {
-                expired.push((b.pid, b.timed_out.clone()));
-                false
-            } else {
-                true
+        let mut next = u64::MAX;
+        for watch in &pool.watched {
+            let d = watch.deadline.load(Relaxed);
+            if d == 0 {
+                continue;
             }
-        });
-        let next = pool.busy.iter().map(|b| b.deadline).min();
+            if d > now {
+                next = next.min(d);
+            } else if watch
+                .deadline
+                .compare_exchange(d, 0, AcqRel, Relaxed)
+                .is_ok()
+            {
+                expired.push(watch.clone());
+            }
+        }
+        let next = (next != u64::MAX).then(|| self.clock + Duration::from_nanos(next));
         (expired, next)
-    }
-
-    /// Worker `pid` is about to be killed for its request's time: its exchange answers 504,
-    /// it is never pooled again, and its exit is not a crash.
-    pub(crate) fn mark_killed(&self, pid: i32, timed_out: &AtomicBool) {
-        timed_out.store(true, Relaxed);
-        self.pool().killed.push(pid);
     }
 
     /// The current zygote's epoch and, once known, its host pid.
@@ -525,45 +569,16 @@ impl AppState {
     /// Whether `pid` is a child of the app's running zygote (read from `/proc`).
     pub(crate) fn is_worker(&self, pid: i32) -> bool {
         let zygote = self.pool().zygote;
-        zygote > 0
-            && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                stat.rfind(')')
-                    .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
-                    .and_then(|ppid| ppid.parse::<i32>().ok())
-                    == Some(zygote)
-            })
+        zygote > 0 && crate::procfs::parent(pid) == Some(zygote)
     }
 
-    /// Whether the watchdog killed worker `pid` (its death is the request's fault, not a crash).
-    pub(crate) fn take_killed(&self, pid: i32) -> bool {
-        let mut pool = self.pool();
-        let before = pool.killed.len();
-        pool.killed.retain(|&p| p != pid);
-        pool.killed.len() != before
-    }
-}
-
-/// Resident memory of process `pid` (0 if it cannot be read).
-fn resident_bytes(pid: i32) -> u64 {
-    // `statm`: size resident shared text lib data dt, in pages.
-    std::fs::read_to_string(format!("/proc/{pid}/statm"))
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * page_size())
-}
-
-fn page_size() -> u64 {
-    static PAGE: AtomicU64 = AtomicU64::new(0);
-    match PAGE.load(Relaxed) {
-        0 => {
-            let p = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-                .ok()
-                .flatten()
-                .map_or(4096, |p| p as u64);
-            PAGE.store(p, Relaxed);
-            p
-        }
-        p => p,
+    /// Whether the watchdog killed worker `pid` (its death is the request's fault, not a
+    /// crash). Asked before [`AppState::worker_gone`] forgets the worker.
+    pub(crate) fn killed_by_watchdog(&self, pid: i32) -> bool {
+        self.pool()
+            .watched
+            .iter()
+            .any(|w| w.pid == pid && w.timed_out.load(Relaxed))
     }
 }
 

@@ -15,6 +15,7 @@ mod body;
 pub mod confinement;
 mod exchange;
 pub mod metrics;
+mod procfs;
 pub mod queue;
 pub mod ratelimit;
 mod scaler;
@@ -38,7 +39,7 @@ use warren_protocol::{Kind, RequestHead, put_frame};
 pub use app::{AppState, Health};
 pub use body::{BodyError, ResponseBody};
 pub use confinement::Confinement;
-pub use stats::{AppStats, StatsSnapshot};
+pub use stats::AppStats;
 
 /// The reason phrase an app gave in its status line, when it differs from the standard one
 /// for the code. Stored in the response's extensions; the front passes it to the client.
@@ -100,22 +101,6 @@ impl DispatchError {
 /// Workers a request may be offered to when the first ones turn out to be dead already.
 const MAX_ATTEMPTS: u32 = 3;
 
-/// Counts a request as in flight for as long as it lives.
-struct InFlight<'a>(&'a AppStats);
-
-impl<'a> InFlight<'a> {
-    fn new(stats: &'a AppStats) -> Self {
-        stats.in_flight.fetch_add(1, Relaxed);
-        InFlight(stats)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
-    }
-}
-
 /// Kills the workers of `app` whose request ran past `request_timeout_s` (uWSGI's harakiri).
 /// The exchange sees its worker die and answers 504; the supervisor forks a replacement.
 async fn watchdog(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
@@ -126,12 +111,14 @@ async fn watchdog(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let now = tokio::time::Instant::now();
         let (expired, next) = app.expired(now);
-        for (pid, flag) in expired {
-            // Only a child of the app's running zygote: never a pid that was reused.
+        for watch in expired {
+            let pid = watch.pid();
+            // Only a child of the app's running zygote: never a pid that was reused. (A worker
+            // that is not is dropped at its check-in all the same: its deadline was taken.)
             if !app.is_worker(pid) {
                 continue;
             }
-            app.mark_killed(pid, &flag);
+            watch.timed_out.store(true, Relaxed);
             app.stats.timed_out.fetch_add(1, Relaxed);
             tracing::warn!(
                 app = app.name(),
@@ -153,8 +140,8 @@ async fn watchdog(app: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// One running generation of an app: its state, and how to stop its supervisor.
-struct Running {
-    app: Arc<AppState>,
+pub(crate) struct Running {
+    pub(crate) app: Arc<AppState>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -166,8 +153,9 @@ const DRAIN_WAIT: Duration = Duration::from_secs(30);
 
 /// All apps' pools and supervisors.
 pub struct Master {
-    /// The generations that take new requests, in config order.
-    running: std::sync::Mutex<Vec<Running>>,
+    /// The generations that take new requests, in config order (the autoscaler reads them
+    /// too).
+    running: Arc<std::sync::Mutex<Vec<Running>>>,
     /// Generations draining after a redeploy or removal.
     draining: std::sync::Mutex<JoinSet<()>>,
     worker_bin: Arc<Path>,
@@ -176,8 +164,6 @@ pub struct Master {
     body_timeout: Duration,
     /// Next generation number.
     generation: std::sync::atomic::AtomicU32,
-    /// The apps taking requests, as the autoscaler sees them (kept equal to `running`).
-    serving: Arc<std::sync::RwLock<Vec<Arc<AppState>>>>,
     /// The autoscaler's loop, and how to stop it.
     scaler: (watch::Sender<bool>, tokio::task::JoinHandle<()>),
 }
@@ -196,17 +182,16 @@ impl Master {
     /// Starts a supervisor (and so a zygote) for every app in `config`. Must be called within
     /// a tokio runtime.
     pub fn start(config: &Config, worker_bin: &Path, confinement: Arc<Confinement>) -> Master {
-        let serving = Arc::new(std::sync::RwLock::new(Vec::new()));
+        let running = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (stop, rx) = watch::channel(false);
-        let scaler = tokio::spawn(scaler::run(serving.clone(), config.server.max_workers, rx));
+        let scaler = tokio::spawn(scaler::run(running.clone(), config.server.max_workers, rx));
         let master = Master {
-            running: std::sync::Mutex::new(Vec::new()),
+            running,
             draining: std::sync::Mutex::new(JoinSet::new()),
             worker_bin: worker_bin.into(),
             confinement,
             body_timeout: config.server.body_timeout,
             generation: std::sync::atomic::AtomicU32::new(1),
-            serving,
             scaler: (stop, scaler),
         };
         let running: Vec<Running> = config
@@ -214,14 +199,8 @@ impl Master {
             .iter()
             .map(|a| master.launch(a.clone(), 0))
             .collect();
-        master.set_serving(&running);
         *master.running.lock().unwrap_or_else(|e| e.into_inner()) = running;
         master
-    }
-
-    fn set_serving(&self, running: &[Running]) {
-        *self.serving.write().unwrap_or_else(|e| e.into_inner()) =
-            running.iter().map(|r| r.app.clone()).collect();
     }
 
     fn launch(&self, config: warren_config::App, generation: u32) -> Running {
@@ -247,27 +226,21 @@ impl Master {
 
     /// The apps that take new requests, in config order.
     pub fn apps(&self) -> Vec<Arc<AppState>> {
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|r| r.app.clone())
-            .collect()
+        serving(&self.running)
     }
 
     /// Applies `config`: starts the apps it adds, and a new generation of each app in
     /// `redeploy` (every app of `config` when `None`) and of each app whose config changed.
     /// A new generation takes requests once one of its workers is ready; until then, and for
     /// good if it never gets there, the old one serves. Returns the apps in config order (for
-    /// the router) and what changed. The generations replaced or removed are drained in the
-    /// background: they finish what they hold, then stop.
-    ///
-    /// The caller swaps its routes to the returned apps, then calls [`Master::retire`].
+    /// the router to swap to) and what changed. The generations replaced or removed are
+    /// drained in the background: they finish what they hold, then stop; a request that still
+    /// reaches a replaced one follows it to its successor.
     pub async fn reload(
         &self,
         config: &Config,
         redeploy: Option<&[String]>,
-    ) -> (Vec<Arc<AppState>>, ReloadReport, Vec<Arc<AppState>>) {
+    ) -> (Vec<Arc<AppState>>, ReloadReport) {
         let mut report = ReloadReport::default();
         let old = self.apps();
         let find = |name: &str| old.iter().find(|a| a.name() == name);
@@ -278,8 +251,7 @@ impl Master {
             let wanted = match previous {
                 None => true,
                 Some(p) => {
-                    !same_app(&p.config, cfg)
-                        || redeploy.is_none_or(|names| names.contains(&cfg.name))
+                    p.config != *cfg || redeploy.is_none_or(|names| names.contains(&cfg.name))
                 }
             };
             if wanted {
@@ -302,23 +274,13 @@ impl Master {
             match wait_ready(&run.app).await {
                 Ok(()) => ready.push((name, run)),
                 Err(reason) => {
-                    let keep = true;
                     tracing::error!(
                         app = %name,
                         %reason,
-                        "the new version did not start; {}",
-                        if keep { "the running one keeps serving" } else { "it answers 503 until it starts" }
+                        "the new version did not start; the running one keeps serving"
                     );
-                    if keep {
-                        report.failed.push((name, reason));
-                        let _ = run.stop.send(true);
-                        self.drain_later(run, Duration::ZERO);
-                    } else {
-                        // A new app that does not start yet is still added (its supervisor
-                        // keeps trying, with back-off).
-                        report.failed.push((name.clone(), reason));
-                        ready.push((name, run));
-                    }
+                    report.failed.push((name, reason));
+                    self.drain_later(run, Duration::ZERO);
                 }
             }
         }
@@ -353,9 +315,7 @@ impl Master {
             retiring.push(o);
         }
         let apps = running.iter().map(|r| r.app.clone()).collect();
-        self.set_serving(&running);
         drop(running);
-        let old_apps = retiring.iter().map(|r| r.app.clone()).collect();
         for r in retiring {
             // Requests in progress get their whole time limit to finish.
             let wait = r
@@ -366,7 +326,7 @@ impl Master {
                 .map_or(DRAIN_WAIT, |t| DRAIN_WAIT.max(t + Duration::from_secs(5)));
             self.drain_later(r, wait);
         }
-        (apps, report, old_apps)
+        (apps, report)
     }
 
     /// Drains `run` in the background (up to `wait`), then stops it.
@@ -420,10 +380,7 @@ impl Master {
                 }
                 Err(e) => return Err(e),
             };
-            let timed_out = worker.timed_out.clone();
-            // A guard, not a pair of calls: the front may drop this future when its client
-            // leaves.
-            let _in_flight = InFlight::new(&app.stats);
+            let watch = worker.watch.clone();
             let result = match body.take() {
                 None => {
                     exchange::without_body(app.clone(), worker, frame.clone(), head_request).await
@@ -440,7 +397,7 @@ impl Master {
             match result {
                 // The watchdog killed the worker: this request is why.
                 Err(DispatchError::WorkerFailed { .. } | DispatchError::WorkerGone { .. })
-                    if timed_out.load(Relaxed) =>
+                    if watch.timed_out.load(Relaxed) =>
                 {
                     break Err(DispatchError::RequestTimeout {
                         app: app.name().to_owned(),
@@ -456,12 +413,9 @@ impl Master {
                 other => break other,
             }
         };
-        let counter = if result.is_ok() {
-            &app.stats.served
-        } else {
-            &app.stats.rejected
-        };
-        counter.fetch_add(1, Relaxed);
+        if result.is_ok() {
+            app.stats.served.fetch_add(1, Relaxed);
+        }
         result
     }
 
@@ -481,9 +435,14 @@ impl Master {
     }
 }
 
-/// Whether two configs of an app would run it the same way.
-fn same_app(a: &warren_config::App, b: &warren_config::App) -> bool {
-    format!("{a:?}") == format!("{b:?}")
+/// The apps of the generations in `running`, in order.
+pub(crate) fn serving(running: &std::sync::Mutex<Vec<Running>>) -> Vec<Arc<AppState>> {
+    running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|r| r.app.clone())
+        .collect()
 }
 
 /// Waits until `app` has a worker ready, or says why it will not.

@@ -168,31 +168,8 @@ fn histogram(out: &mut String, name: &str, app: &str, h: &HistSnapshot) {
 
 /// The standard process metrics, from `/proc/self`.
 fn process(out: &mut String) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
-    let fields: Vec<&str> = stat
-        .rfind(')')
-        .map(|i| stat[i + 1..].split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let clock = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    let cpu = (ticks(11) + ticks(12)) as f64 / clock;
-    let rss_pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0);
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096) as u64;
+    let cpu = crate::procfs::cpu_seconds("self").unwrap_or(0.0);
+    let rss = crate::procfs::resident_bytes("self").unwrap_or(0);
     let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
     header(
         out,
@@ -207,7 +184,7 @@ fn process(out: &mut String) {
         "gauge",
         "Resident memory of warren itself.",
     );
-    let _ = writeln!(out, "process_resident_memory_bytes {}", rss_pages * page);
+    let _ = writeln!(out, "process_resident_memory_bytes {rss}");
     header(
         out,
         "process_open_fds",

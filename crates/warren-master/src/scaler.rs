@@ -6,11 +6,12 @@
 //! the clock for it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
 
+use crate::Running;
 use crate::app::AppState;
 use crate::autoscale::{self, Claim, Decision, Observed, Window};
 use crate::stats::HistSnapshot;
@@ -73,10 +74,10 @@ fn ticks(d: Duration) -> usize {
     (d.as_secs_f64() / TICK.as_secs_f64()).round() as usize
 }
 
-/// Runs until `stop` turns true: the apps are whatever `apps` holds at each tick (a reload
-/// replaces them), sized under `budget` workers in all when there is one.
+/// Runs until `stop` turns true: the apps are the generations `running` holds at each tick (a
+/// reload replaces them), sized under `budget` workers in all when there is one.
 pub(crate) async fn run(
-    apps: Arc<RwLock<Vec<Arc<AppState>>>>,
+    running: Arc<Mutex<Vec<Running>>>,
     budget: Option<usize>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -89,7 +90,7 @@ pub(crate) async fn run(
             _ = interval.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let apps: Vec<Arc<AppState>> = apps.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let apps = crate::serving(&running);
         let now = Instant::now();
         let since = now.saturating_duration_since(started);
         // Forget generations that are gone.

@@ -89,16 +89,8 @@ const STATUSES: usize = 500;
 pub struct AppStats {
     /// Requests waiting in the queue now.
     pub queued: AtomicU64,
-    /// Requests a worker is handling now.
-    pub in_flight: AtomicU64,
     /// Responses completed by a worker.
     pub served: AtomicU64,
-    /// Requests refused or failed by warren (503, 502, 413) rather than answered by the app.
-    pub rejected: AtomicU64,
-    /// Dispatched requests, and their total and largest wait in the queue.
-    pub dispatched: AtomicU64,
-    pub queue_wait_us_sum: AtomicU64,
-    pub queue_wait_us_max: AtomicU64,
     /// Workers forked, and workers that exited.
     pub spawned: AtomicU64,
     pub exited: AtomicU64,
@@ -122,12 +114,7 @@ impl Default for AppStats {
     fn default() -> Self {
         AppStats {
             queued: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
             served: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
-            dispatched: AtomicU64::new(0),
-            queue_wait_us_sum: AtomicU64::new(0),
-            queue_wait_us_max: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
             exited: AtomicU64::new(0),
             recycled: AtomicU64::new(0),
@@ -139,22 +126,6 @@ impl Default for AppStats {
             responses: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
-}
-
-/// A consistent-enough copy of the counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    pub queued: u64,
-    pub in_flight: u64,
-    pub served: u64,
-    pub rejected: u64,
-    pub dispatched: u64,
-    pub queue_wait_us_sum: u64,
-    pub queue_wait_us_max: u64,
-    pub spawned: u64,
-    pub exited: u64,
-    pub recycled: u64,
-    pub timed_out: u64,
 }
 
 impl AppStats {
@@ -180,30 +151,10 @@ impl AppStats {
             .collect()
     }
 
+    /// A request was given a worker after waiting `waited` in the queue (its count and sum
+    /// are the histogram's).
     pub fn record_dispatch(&self, waited: Duration) {
         self.queue_wait.observe(waited);
-        let us = waited.as_micros().min(u64::MAX as u128) as u64;
-        self.dispatched.fetch_add(1, Relaxed);
-        if us > 0 {
-            self.queue_wait_us_sum.fetch_add(us, Relaxed);
-            self.queue_wait_us_max.fetch_max(us, Relaxed);
-        }
-    }
-
-    pub fn snapshot(&self) -> StatsSnapshot {
-        StatsSnapshot {
-            queued: self.queued.load(Relaxed),
-            in_flight: self.in_flight.load(Relaxed),
-            served: self.served.load(Relaxed),
-            rejected: self.rejected.load(Relaxed),
-            dispatched: self.dispatched.load(Relaxed),
-            queue_wait_us_sum: self.queue_wait_us_sum.load(Relaxed),
-            queue_wait_us_max: self.queue_wait_us_max.load(Relaxed),
-            spawned: self.spawned.load(Relaxed),
-            exited: self.exited.load(Relaxed),
-            recycled: self.recycled.load(Relaxed),
-            timed_out: self.timed_out.load(Relaxed),
-        }
     }
 }
 

@@ -346,7 +346,7 @@ async fn run_zygote(
                             continue;
                         };
                         let (clean, mut how) = describe_wait(status);
-                        let harakiri = app.take_killed(pid);
+                        let harakiri = app.killed_by_watchdog(pid);
                         if harakiri {
                             how = format!("{how} (its request ran past request_timeout_s)");
                         } else if !clean && sandbox.new_oom_kills() > 0 {
@@ -469,15 +469,10 @@ async fn await_ready(
                 fork_to_ready_us = us,
                 "worker started"
             );
-            if app.epoch() == epoch {
-                app.worker_started();
-            }
-            app.checkin(WorkerConn::new(stream, pid, epoch));
+            app.adopt(WorkerConn::new(stream, pid, epoch), epoch);
         }
         other => {
-            if app.epoch() == epoch {
-                app.worker_started();
-            }
+            app.not_started(epoch);
             // The zygote will report its exit; dropping the socket makes a live one exit.
             tracing::error!(app = app.name(), pid, outcome = ?other, "worker did not become ready");
         }

@@ -75,8 +75,10 @@ impl Stamps {
 
 /// Waits for SIGHUP or a touched file and applies the config at `path`, one reload at a time,
 /// until the task is dropped.
-pub async fn run(front: Arc<Front>, path: PathBuf, mut current: Config, mut hup: Signal) {
-    let mut stamps = Stamps::of(&current);
+pub async fn run(front: Arc<Front>, path: PathBuf, config: Config, mut hup: Signal) {
+    let mut stamps = Stamps::of(&config);
+    // The running server settings: a reload does not re-apply them.
+    let server = config.server;
     let mut poll = tokio::time::interval(TOUCH_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -104,7 +106,7 @@ pub async fn run(front: Arc<Front>, path: PathBuf, mut current: Config, mut hup:
                 continue;
             }
         };
-        if format!("{:?}", config.server) != format!("{:?}", current.server) {
+        if config.server != server {
             tracing::warn!("[server] settings changed; they take effect at the next restart");
         }
         let report = front.reload(&config, redeploy.as_deref()).await;
@@ -115,14 +117,11 @@ pub async fn run(front: Arc<Front>, path: PathBuf, mut current: Config, mut hup:
             failed = ?report.failed,
             "reload done"
         );
-        // Keep the running server settings: they were not re-applied.
-        let server = current.server.clone();
-        current = config;
-        current.server = server;
-        let old = std::mem::replace(&mut stamps, Stamps::of(&current));
         // A file touched during the reload still counts next time: what was seen before the
-        // reload is kept for every file that is still watched.
-        stamps.server = old.server.or(stamps.server);
+        // reload is kept for every file that is still watched. The server's file is the
+        // running one's.
+        let old = std::mem::replace(&mut stamps, Stamps::of(&config));
+        stamps.server = old.server;
         for (app, path, seen) in &mut stamps.apps {
             if let Some((_, _, before)) = old.apps.iter().find(|(a, p, _)| a == app && p == path) {
                 *seen = *before;

@@ -37,6 +37,8 @@ struct Sim {
     last_panic: Option<Duration>,
     /// Every decision, with its time.
     decisions: Vec<(f64, Decision)>,
+    /// Workers after each tick, with its time.
+    workers_at: Vec<(f64, usize)>,
 }
 
 impl Sim {
@@ -51,6 +53,7 @@ impl Sim {
             idle_since: vec![0.0; workers],
             last_panic: None,
             decisions: Vec::new(),
+            workers_at: Vec::new(),
         }
     }
 
@@ -139,6 +142,7 @@ impl Sim {
             self.starting.push(self.t + START_S);
         }
         self.decisions.push((self.t, d));
+        self.workers_at.push((self.t, self.workers()));
         self.t += TICK;
     }
 
@@ -259,7 +263,25 @@ fn idle_goes_to_zero_after_the_timeout_and_a_request_brings_a_worker_back() {
     sim.run(10.0, |_| 50.0);
     sim.run(150.0, |_| 0.0);
     assert_eq!(sim.workers(), 0, "min = 0: no worker left");
-    // Not before the idle timeout: workers were idle at t = 10, so none went before t = 40.
+    // Not before the idle timeout: the two workers the load never needed (idle from t = 0)
+    // go at t = 30; the one that served until t = 10 stays until t = 40.
+    let workers_at = |from: f64, to: f64| -> Vec<usize> {
+        sim.workers_at
+            .iter()
+            .filter(|(t, _)| (from..to).contains(t))
+            .map(|(_, n)| *n)
+            .collect()
+    };
+    assert!(
+        workers_at(10.0, 29.9).iter().all(|&n| n == 3),
+        "{:?}",
+        workers_at(10.0, 29.9)
+    );
+    assert!(
+        workers_at(30.1, 39.9).iter().all(|&n| n == 1),
+        "{:?}",
+        workers_at(30.1, 39.9)
+    );
     let early = sim.targets_between(10.0, 39.0);
     assert!(early.iter().all(|&t| t >= 1), "{early:?}");
     // One request arrives: it is queued, and a worker is asked for on the same tick.
