@@ -1,10 +1,20 @@
 //! Per-app control groups through `cgroups-rs`, on cgroup v1 and v2.
 //!
-//! Layout: `warren/<instance>/<app>` in every hierarchy cgroups-rs finds (v1: one directory per
-//! controller; v2: one directory), where `<instance>` is the pid of the `warren serve` that made
-//! it. Several warrens can run side by side (the test suite does); a warren that starts removes
-//! the instance groups of warrens that are no longer running ([`Cgroups::clean_stale`]), so a
-//! crash leaves nothing behind for long.
+//! Layout: `<parent>/<instance>/<app>` in every hierarchy cgroups-rs finds (v1: one directory
+//! per controller; v2: one directory), where `<instance>` is the pid of the `warren serve` that
+//! made it. Several warrens can run side by side (the test suite does); a warren that starts
+//! removes the instance groups of warrens that are no longer running ([`Cgroups::clean_stale`]),
+//! so a crash leaves nothing behind for long.
+//!
+//! Where `<parent>` is ([`Placement`]):
+//! - as root, `warren` at the top of each hierarchy;
+//! - without root, on cgroup v2 only, inside the cgroup this process was started in, when that
+//!   cgroup is delegated to its user (writable `cgroup.procs` and `cgroup.subtree_control`, as
+//!   `systemd-run --user -p Delegate=yes` and container runtimes give). v2 lets a cgroup with
+//!   processes enable no controller for its children, so warren first moves the processes of the
+//!   delegated cgroup `D` into the leaf `D/supervisor`, enables cpu, memory and pids in `D`, and
+//!   makes its groups under `D/warren`. cgroup v1 has no delegation: without root it is not
+//!   available, and [`Cgroups::new`] says why.
 //!
 //! Limits are written with the controllers' own setters, each checked: cgroups-rs's
 //! `apply(&Resources)` ignores a failed write, and a limit that silently did not apply is what
@@ -21,8 +31,12 @@ use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{Cgroup, Controller, Hierarchy, MaxValue, hierarchies};
 
-/// The parent group of everything warren creates.
+/// The parent group of everything warren creates (under a delegated cgroup, too).
 pub const PARENT: &str = "warren";
+/// The leaf a delegated cgroup's own processes are moved into (warren among them).
+pub const SUPERVISOR: &str = "supervisor";
+/// The controllers warren's limits need.
+const NEEDED: [&str; 3] = ["cpu", "memory", "pids"];
 /// CFS period used for `cpu_percent` (100 ms, the kernel's default).
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -30,6 +44,8 @@ const CPU_PERIOD_US: u64 = 100_000;
 pub enum CgroupError {
     #[error("no cgroup hierarchy is mounted at /sys/fs/cgroup")]
     NotMounted,
+    #[error("{0}")]
+    NotDelegated(String),
     #[error("cgroup {path}: {what}: {source}")]
     Write {
         path: String,
@@ -61,14 +77,27 @@ pub struct Usage {
     pub throttled_us: u64,
 }
 
+/// Where warren's groups live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// `warren` at the top of each hierarchy (root).
+    Top,
+    /// Inside the delegated v2 cgroup at this path (relative to the v2 mount).
+    Delegated(String),
+}
+
 /// The hierarchy warren uses on this machine.
 pub struct Cgroups {
+    placement: Placement,
+    /// `warren` or `<delegated>/warren`.
+    parent: String,
     instance: String,
 }
 
 impl std::fmt::Debug for Cgroups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cgroups")
+            .field("placement", &self.placement)
             .field("instance", &self.instance)
             .field("v2", &hierarchies::is_cgroup2_unified_mode())
             .finish()
@@ -80,17 +109,41 @@ fn hierarchy() -> Box<dyn Hierarchy> {
 }
 
 impl Cgroups {
-    /// Warren's groups for this process (`warren/<pid>`), after removing stale instances.
+    /// Warren's groups for this process (`<parent>/<pid>`), after removing stale instances.
+    /// Without root this places them in the delegated v2 cgroup warren runs in (see the module
+    /// documentation), or fails with the reason there is none.
     pub fn new() -> Result<Cgroups, CgroupError> {
         let h = hierarchy();
         if !h.root().is_dir() {
             return Err(CgroupError::NotMounted);
         }
+        let placement = if nix::unistd::geteuid().is_root() {
+            Placement::Top
+        } else if !h.v2() {
+            return Err(CgroupError::NotDelegated(
+                "needs root: cgroup v1 cannot be delegated to an unprivileged user (without \
+                 root, warren uses a delegated cgroup v2 subtree)"
+                    .into(),
+            ));
+        } else {
+            Placement::Delegated(delegate(&h.root())?)
+        };
+        let parent = match &placement {
+            Placement::Top => PARENT.to_owned(),
+            Placement::Delegated(d) => format!("{d}/{PARENT}"),
+        };
         let me = Cgroups {
-            instance: format!("{PARENT}/{}", std::process::id()),
+            instance: format!("{parent}/{}", std::process::id()),
+            placement,
+            parent,
         };
         me.clean_stale();
         Ok(me)
+    }
+
+    /// Where the groups are.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     /// `"v1"` or `"v2"`.
@@ -102,7 +155,7 @@ impl Cgroups {
     pub fn clean_stale(&self) -> Vec<String> {
         let mut removed = Vec::new();
         for base in hierarchy_dirs() {
-            let Ok(entries) = std::fs::read_dir(base.join(PARENT)) else {
+            let Ok(entries) = std::fs::read_dir(base.join(&self.parent)) else {
                 continue;
             };
             for e in entries.flatten() {
@@ -113,7 +166,7 @@ impl Cgroups {
                 if Path::new(&format!("/proc/{pid}")).exists() && pid_is_warren(pid) {
                     continue;
                 }
-                let instance = format!("{PARENT}/{name}");
+                let instance = format!("{}/{name}", self.parent);
                 if !removed.contains(&instance) {
                     for app in child_names(&e.path()) {
                         destroy(&format!("{instance}/{app}"));
@@ -150,6 +203,101 @@ impl Cgroups {
         }
         destroy(&self.instance);
     }
+}
+
+/// This process's v2 cgroup (`0::/path` in `/proc/self/cgroup`), relative to the mount.
+fn own_v2_cgroup() -> Result<String, CgroupError> {
+    let text = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| CgroupError::NotDelegated(format!("reading /proc/self/cgroup: {e}")))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim().trim_start_matches('/').to_owned())
+        .ok_or_else(|| CgroupError::NotDelegated("/proc/self/cgroup has no cgroup v2 entry".into()))
+}
+
+fn writable(path: &Path) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
+/// Makes the delegated cgroup this process runs in ready for warren's groups and returns its
+/// path (relative to the mount at `root`): its processes moved into `SUPERVISOR`, and cpu,
+/// memory and pids enabled for its children. A process already in `<D>/supervisor` (a second
+/// warren, or `warren doctor` started from a shell that one moved there) uses `D`.
+fn delegate(root: &Path) -> Result<String, CgroupError> {
+    let own = own_v2_cgroup()?;
+    let uid = nix::unistd::geteuid();
+    let d = match own.rsplit_once('/') {
+        Some((parent, SUPERVISOR)) => parent.to_owned(),
+        _ if own == SUPERVISOR => String::new(),
+        _ => own,
+    };
+    let dir = root.join(&d);
+    let shown = format!("/{d}");
+    let files = ["cgroup.procs", "cgroup.subtree_control"];
+    if d.is_empty() || !writable(&dir) || files.iter().any(|f| !writable(&dir.join(f))) {
+        return Err(CgroupError::NotDelegated(format!(
+            "not root, and this process's cgroup {shown} is not delegated to uid {uid} (cgroups \
+             without root need a delegated cgroup v2 subtree: start warren with `systemd-run \
+             --user --scope -p Delegate=yes`, or as root)"
+        )));
+    }
+    let available = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let missing: Vec<&str> = NEEDED
+        .into_iter()
+        .filter(|c| !available.split_whitespace().any(|a| a == *c))
+        .collect();
+    if !missing.is_empty() {
+        return Err(CgroupError::NotDelegated(format!(
+            "the delegated cgroup {shown} lacks the {} controller(s) (its parent must enable \
+             them, e.g. systemd's Delegate=yes)",
+            missing.join(", ")
+        )));
+    }
+    let enabled = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+    if NEEDED
+        .iter()
+        .all(|c| enabled.split_whitespace().any(|e| e == *c))
+    {
+        return Ok(d);
+    }
+    // "No internal processes": vacate D into its leaf, then enable the controllers.
+    let leaf = dir.join(SUPERVISOR);
+    let fail =
+        |what: String| CgroupError::NotDelegated(format!("delegated cgroup {shown}: {what}"));
+    if let Err(e) = std::fs::create_dir(&leaf)
+        && e.kind() != std::io::ErrorKind::AlreadyExists
+    {
+        return Err(fail(format!("creating {SUPERVISOR}: {e}")));
+    }
+    let control: String = NEEDED.iter().map(|c| format!("+{c} ")).collect();
+    // A process forked in D while its neighbours are moved keeps D busy: move again.
+    let mut last = None;
+    for _ in 0..5 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.split_whitespace() {
+            match std::fs::write(leaf.join("cgroup.procs"), pid) {
+                // A process that exited meanwhile.
+                Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => {}
+                Err(e) => return Err(fail(format!("moving pid {pid} into {SUPERVISOR}: {e}"))),
+                Ok(()) => {}
+            }
+        }
+        match std::fs::write(dir.join("cgroup.subtree_control"), control.trim_end()) {
+            Ok(()) => return Ok(d),
+            Err(e) => {
+                let busy = e.raw_os_error() == Some(nix::libc::EBUSY);
+                last = Some(e);
+                if !busy {
+                    break;
+                }
+            }
+        }
+    }
+    let e = last.map(|e| e.to_string()).unwrap_or_default();
+    Err(fail(format!(
+        "enabling {} for its children: {e}",
+        NEEDED.join(", ")
+    )))
 }
 
 /// Whether `pid` runs a `warren` binary (so that a reused pid is not mistaken for a live warren).

@@ -68,10 +68,16 @@ pub fn unavailable(findings: &[Finding]) -> Vec<Mechanism> {
 }
 
 fn cgroups() -> (Status, String) {
-    let root = nix::unistd::geteuid().is_root();
     let cg = match crate::cgroup::Cgroups::new() {
         Ok(c) => c,
-        Err(e) => return (Status::NotAvailable, e.to_string()),
+        Err(e) => {
+            let version = if cgroups_rs::fs::hierarchies::is_cgroup2_unified_mode() {
+                "v2"
+            } else {
+                "v1"
+            };
+            return (Status::NotAvailable, format!("cgroup {version}: {e}"));
+        }
     };
     let name = format!("doctor-{}", std::process::id());
     let limits = crate::cgroup::Limits {
@@ -85,20 +91,20 @@ fn cgroups() -> (Status, String) {
         Ok(group) => {
             group.destroy();
             cg.remove_instance();
+            let place = match cg.placement() {
+                crate::cgroup::Placement::Top => String::new(),
+                crate::cgroup::Placement::Delegated(d) => {
+                    format!(", in the delegated cgroup /{d}")
+                }
+            };
             (
                 Status::Enforced,
-                format!("cgroup {version}: cpu quota, memory (swap included), pids.max"),
+                format!("cgroup {version}: cpu quota, memory (swap included), pids.max{place}"),
             )
         }
         Err(e) => {
             cg.remove_instance();
-            let why = if root {
-                e.to_string()
-            } else {
-                format!(
-                    "{e} (not root: warren's groups live under /sys/fs/cgroup/warren, which needs root)"
-                )
-            };
+            let why = e.to_string();
             let status = if matches!(e, crate::cgroup::CgroupError::Write { what, .. } if what.contains("swap"))
             {
                 Status::Partial

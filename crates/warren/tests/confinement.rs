@@ -10,10 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Warren, needs_root, repo_root, tempdir};
-
-/// The uid of the unprivileged runs (`nobody` on Debian).
-const NOBODY: u32 = 65534;
+use support::{NOBODY, RunAs, Warren, needs_root, repo_root, tempdir};
 
 const MECHANISMS: [&str; 5] = ["cgroups", "namespaces", "landlock", "seccomp", "rlimits"];
 
@@ -124,10 +121,15 @@ fn doctor_without_root_keeps_what_works_unprivileged() {
     assert_eq!(rows.len(), 5, "{text}");
     for (name, status, detail) in &rows {
         match name.as_str() {
-            // No root and (here) no delegated v2 subtree: out of reach, and doctor says why.
+            // No root and no delegated v2 subtree: out of reach, and doctor says why.
             "cgroups" => {
                 assert_eq!(status, "not available", "{text}");
-                assert!(detail.contains("needs root"), "the reason is named: {text}");
+                let reason = if cgroup_v2() {
+                    "is not delegated to uid 65534"
+                } else {
+                    "needs root: cgroup v1 cannot be delegated"
+                };
+                assert!(detail.contains(reason), "the reason is named: {text}");
             }
             "landlock" => {}
             _ => assert_eq!(status, "enforced", "{name} without root:\n{text}"),
@@ -141,7 +143,7 @@ fn an_app_that_requires_a_missing_mechanism_is_refused_with_the_reason() {
         return;
     }
     // warren as nobody: cgroups are not available, and the app does not list them as optional.
-    let w = Warren::start_as(tempdir(), &hello_config(""), &[], Some(NOBODY));
+    let w = Warren::start_as(tempdir(), &hello_config(""), &[], RunAs::Uid(NOBODY));
     assert!(
         w.wait_for_log_line(
             Duration::from_secs(10),
@@ -203,7 +205,7 @@ fn procs_in(dir: &Path) -> Vec<u32> {
 }
 
 fn wait_until(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + support::slow(timeout);
     loop {
         if ok() {
             return true;
@@ -384,4 +386,336 @@ workers = 1
     w.get("threaded.localhost", "/ok").assert_ok();
     w.get("hello.localhost", "/").assert_ok();
     w.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Without root
+
+/// Attacks of `tests/apps/escape` that every layer but cgroups answers: each must come back
+/// `outcome=contained` from a warren that runs as `nobody`.
+const UNPRIVILEGED_ATTACKS: &[&str] = &[
+    "/self_check",
+    "/fork_bomb",
+    "/subprocess_run",
+    "/os_system",
+    "/clone3",
+    "/unshare",
+    "/mount",
+    "/chroot",
+    "/ptrace",
+    "/bpf",
+    "/memfd_exec",
+    "/read_shadow",
+    "/read_proc1_root",
+    "/write_code",
+    "/write_site_packages",
+    "/raw_socket",
+    "/kill_all",
+    "/sethostname",
+    "/fds",
+];
+
+fn escape_config(cgroups_optional: bool) -> String {
+    let optional = if cgroups_optional {
+        r#"optional = ["cgroups"]"#
+    } else {
+        ""
+    };
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[apps.evil]
+path = "{escape}"
+entry = "app:application"
+venv = "{venv}"
+workers = 1
+
+[apps.evil.limits]
+memory_mb = 64
+pids = 32
+
+[apps.evil.sandbox]
+python_guards = false
+{optional}
+
+[apps.good]
+path = "{hello}"
+entry = "app:application"
+workers = 1
+
+[apps.good.sandbox]
+{optional}
+"#,
+        escape = support::fixture("escape"),
+        venv = repo_root().join(".venv").display(),
+        hello = repo_root().join("examples/apps/hello").display(),
+    )
+}
+
+/// Runs every attack of [`UNPRIVILEGED_ATTACKS`] on `evil`, with `good` asked after each.
+fn assert_attacks_contained(w: &Warren) {
+    for path in UNPRIVILEGED_ATTACKS {
+        let r = w.get("evil.localhost", path);
+        assert_eq!(
+            r.status,
+            200,
+            "{path}: no report ({} {}); log:\n{}",
+            r.status,
+            r.text(),
+            w.logs()
+        );
+        let report = r.text();
+        assert!(
+            report.lines().any(|l| l == "outcome=contained"),
+            "{path} ESCAPED from an unprivileged warren:\n{report}"
+        );
+        w.get("good.localhost", "/").assert_ok();
+    }
+}
+
+/// The host uid each of warren's descendants runs as (the real uid, from /proc).
+fn host_uids(pid: u32) -> Vec<(u32, u32)> {
+    support::descendants(pid)
+        .into_iter()
+        .filter_map(|(p, _)| {
+            let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+            let uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some((p, uid))
+        })
+        .collect()
+}
+
+#[test]
+fn an_unprivileged_warren_confines_and_serves_its_apps() {
+    if !needs_root() {
+        return;
+    }
+    // No delegated cgroup: the apps run without cgroups (they say so), every other layer holds.
+    let w = Warren::start_as(
+        tempdir(),
+        &escape_config(true),
+        &[],
+        RunAs::Unprivileged { delegated: None },
+    );
+    w.wait_workers("evil", 1);
+    w.wait_workers("good", 1);
+    let logs = w.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("mechanism=cgroups"))
+        .unwrap_or_else(|| panic!("no cgroups line in the log:\n{logs}"));
+    assert!(line.contains("not available"), "{line}");
+    for m in ["namespaces", "seccomp", "rlimits"] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains(&format!("mechanism={m}")) && l.contains("enforced")),
+            "{m} is enforced without root:\n{logs}"
+        );
+    }
+    w.get("good.localhost", "/").assert_ok();
+    assert_eq!(w.get("good.localhost", "/").text(), "Hello, World!\n");
+    assert_attacks_contained(&w);
+    // Every process warren started runs as nobody on the host (root only inside its user
+    // namespace).
+    let uids = host_uids(w.pid());
+    assert!(uids.len() >= 4, "two zygotes and two workers: {uids:?}");
+    assert!(
+        uids.iter().all(|&(_, uid)| uid == NOBODY),
+        "every app process is nobody on the host: {uids:?}"
+    );
+    w.stop();
+}
+
+/// A cgroup v2 directory delegated to `nobody` the way systemd's `Delegate=yes` does it (the
+/// directory and its `cgroup.procs`, `cgroup.subtree_control` and `cgroup.threads` owned by the
+/// user, cpu, memory and pids enabled by its parent), under warren's own parent group; removed
+/// with what is left in it when dropped.
+struct DelegatedCgroup {
+    dir: PathBuf,
+}
+
+impl DelegatedCgroup {
+    fn new() -> DelegatedCgroup {
+        let root = Path::new("/sys/fs/cgroup");
+        let parent = root.join("warren");
+        std::fs::write(root.join("cgroup.subtree_control"), "+cpu +memory +pids")
+            .expect("enabling cpu, memory, pids at the root");
+        std::fs::create_dir_all(&parent).expect("creating /sys/fs/cgroup/warren");
+        std::fs::write(parent.join("cgroup.subtree_control"), "+cpu +memory +pids")
+            .expect("enabling cpu, memory, pids under warren");
+        let dir = parent.join(format!("delegated-{}", std::process::id()));
+        std::fs::create_dir(&dir).expect("creating the delegated cgroup");
+        for p in [
+            dir.clone(),
+            dir.join("cgroup.procs"),
+            dir.join("cgroup.subtree_control"),
+            dir.join("cgroup.threads"),
+        ] {
+            std::os::unix::fs::chown(&p, Some(NOBODY), Some(NOBODY))
+                .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
+        }
+        DelegatedCgroup { dir }
+    }
+
+    /// Removes `dir` and everything below it, deepest first, killing what still runs there.
+    fn remove(dir: &Path) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                DelegatedCgroup::remove(&e.path());
+            }
+        }
+        for _ in 0..100 {
+            for p in procs_in(dir) {
+                let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+            }
+            if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for DelegatedCgroup {
+    fn drop(&mut self) {
+        DelegatedCgroup::remove(&self.dir);
+    }
+}
+
+#[test]
+fn an_unprivileged_warren_limits_its_apps_in_a_delegated_cgroup_v2() {
+    if !needs_root() {
+        return;
+    }
+    if !cgroup_v2() {
+        // cgroup v1 has no delegation. `cgroup_v2_runs_in_a_v2_kernel` runs this test in a VM
+        // booted with cgroup v2 only, in the same test run.
+        eprintln!("cgroup v1 host: this test runs inside the cgroup v2 VM");
+        return;
+    }
+    let delegated = DelegatedCgroup::new();
+    let w = Warren::start_as(
+        tempdir(),
+        &escape_config(false),
+        &[],
+        RunAs::Unprivileged {
+            delegated: Some(delegated.dir.clone()),
+        },
+    );
+    w.wait_workers("evil", 1);
+    w.wait_workers("good", 1);
+    let rel = delegated.dir.strip_prefix("/sys/fs/cgroup").unwrap();
+    let logs = w.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("mechanism=cgroups")
+            && l.contains("enforced")
+            && l.contains(&format!("in the delegated cgroup /{}", rel.display()))),
+        "cgroups are enforced in the delegated cgroup:\n{logs}"
+    );
+    // warren moved itself into the leaf, and made its groups beside it.
+    let leaf = delegated.dir.join("supervisor");
+    assert!(procs_in(&leaf).contains(&w.pid()), "warren is in {leaf:?}");
+    let app = delegated.dir.join(format!("warren/{}/evil", w.pid()));
+    assert_eq!(
+        read_trim(&app.join("memory.max")),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(read_trim(&app.join("memory.swap.max")), "0");
+    assert_eq!(read_trim(&app.join("pids.max")), "32");
+    let inside = procs_in(&app);
+    assert!(inside.len() >= 2, "the zygote and its worker: {inside:?}");
+    assert!(host_uids(w.pid()).iter().all(|&(_, uid)| uid == NOBODY));
+
+    assert_attacks_contained(&w);
+    // The memory limit holds: the hog is OOM-killed inside its group, and replaced.
+    let r = w.get("evil.localhost", "/memory_hog");
+    assert_eq!(r.status, 502, "the hog is killed: {}", r.text());
+    let oom = read_trim(&app.join("memory.events"));
+    assert!(
+        oom.lines()
+            .any(|l| l.strip_prefix("oom_kill ").is_some_and(|n| n != "0")),
+        "memory.events of {app:?}: {oom}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || w
+            .get("evil.localhost", "/ok")
+            .status
+            == 200),
+        "the app answers again after the OOM kill; log:\n{}",
+        w.logs()
+    );
+    w.get("good.localhost", "/").assert_ok();
+
+    let instance = delegated.dir.join(format!("warren/{}", w.pid()));
+    w.stop();
+    assert!(!instance.exists(), "{instance:?} left after warren exited");
+}
+
+/// On a cgroup v1 host, runs this whole file again inside a VM whose kernel mounts only cgroup
+/// v2 (`scripts/vm/run`: Debian's kernel, this machine's file system), so the v2 code (limits
+/// in `memory.max`, `cpu.max`, `pids.max`, `cgroup.kill`, `memory.events`, delegation to an
+/// unprivileged warren) runs on a real v2 kernel in every test run. On a v2 host every test
+/// above already ran on v2.
+#[test]
+fn cgroup_v2_runs_in_a_v2_kernel() {
+    if !needs_root() {
+        return;
+    }
+    if cgroup_v2() {
+        eprintln!("cgroup v2 host: the tests of this file ran on v2 directly");
+        return;
+    }
+    let exe = std::env::current_exe().expect("this test binary");
+    let ci = if std::env::var_os("CI").is_some() {
+        "CI=1 "
+    } else {
+        ""
+    };
+    let command = format!(
+        "{ci}WARREN_TEST_SLOWDOWN=6 {} --test-threads 2 --skip cgroup_v2_runs_in_a_v2_kernel 2>&1",
+        exe.display()
+    );
+    let out = Command::new(repo_root().join("scripts/vm/run"))
+        .arg(&command)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running scripts/vm/run");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the tests failed on cgroup v2 ({}):\n{text}",
+        out.status
+    );
+    assert!(
+        text.contains("controllers: ") && text.contains("cgroup cgroup2fs"),
+        "the guest runs cgroup v2:\n{text}"
+    );
+    // Every test of this file ran in the guest, none was skipped there.
+    let total = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("running ")?
+                .strip_suffix(" tests")?
+                .parse::<usize>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no test count in the guest's output:\n{text}"));
+    assert!(
+        text.contains(&format!("test result: ok. {total} passed")),
+        "{text}"
+    );
+    assert!(!text.contains("skipped"), "a test skipped on v2:\n{text}");
+    eprintln!("{text}");
 }

@@ -32,6 +32,18 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `warren` gets to print its `listening on` line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// `d` times `WARREN_TEST_SLOWDOWN` (default 1): the factor by which this machine is slower
+/// than a real one, for the waits of a run under software emulation (`scripts/vm/run`). Only
+/// waits for something to happen are scaled; no test measures time.
+pub fn slow(d: Duration) -> Duration {
+    let factor = std::env::var("WARREN_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|f| f.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    d * factor
+}
+
 /// How long `warren` gets to exit after SIGTERM (its own drain bound is 10 s).
 const STOP_TIMEOUT: Duration = Duration::from_secs(25);
 
@@ -48,6 +60,87 @@ pub fn fixture(name: &str) -> String {
     let dir = repo_root().join("tests/apps").join(name);
     assert!(dir.is_dir(), "fixture app {} is missing", dir.display());
     dir.display().to_string()
+}
+
+/// The uid of the unprivileged runs (`nobody` on Debian).
+pub const NOBODY: u32 = 65534;
+
+/// Who a started warren runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunAs {
+    /// This test's own user.
+    Caller,
+    /// Switched to this uid and gid, nothing else.
+    Uid(u32),
+    /// `nobody`, the way an unprivileged user runs warren on a machine where Python is
+    /// readable: the Python prefix made reachable to `nobody` (here it may sit under `/root`,
+    /// mode 0700) in a private mount namespace of warren alone, and, when given, started inside
+    /// `delegated`, a cgroup v2 directory delegated to `nobody`.
+    Unprivileged { delegated: Option<PathBuf> },
+}
+
+/// `sys.base_prefix` of the test venv's Python: the interpreter the worker embeds.
+pub fn python_base_prefix() -> PathBuf {
+    let out = Command::new(repo_root().join(".venv/bin/python"))
+        .args(["-c", "import sys; print(sys.base_prefix)"])
+        .output()
+        .expect("running .venv/bin/python (scripts/setup makes it)");
+    assert!(out.status.success(), "reading sys.base_prefix failed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The first directory on the way to `path` that other users cannot enter, if any.
+fn closed_ancestor(path: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut ancestors: Vec<&Path> = path.ancestors().collect();
+    ancestors.reverse();
+    ancestors.into_iter().find_map(|dir| {
+        let mode = std::fs::metadata(dir).ok()?.permissions().mode();
+        (mode & 0o001 == 0).then(|| dir.to_path_buf())
+    })
+}
+
+/// The command that starts warren as [`RunAs::Unprivileged`]: `unshare` (a private mount
+/// namespace), `sh` (the mounts, the move into the delegated cgroup while still root), then
+/// `setpriv` to `nobody`, each replacing the last, so the child's pid is warren's.
+fn unprivileged_command(dir: &Path, delegated: Option<&Path>) -> Command {
+    let prefix = python_base_prefix();
+    let closed = closed_ancestor(&prefix);
+    let stash = dir.join("python-prefix");
+    std::fs::create_dir_all(&stash).expect("creating the prefix mount point");
+    const SCRIPT: &str = r#"set -e
+prefix=$1 stash=$2 closed=$3 cgroup=$4
+shift 4
+if [ -n "$closed" ]; then
+    mount --bind "$prefix" "$stash"
+    mount -t tmpfs -o mode=0755,size=1m warren-test "$closed"
+    mkdir -p "$prefix"
+    mount --bind "$stash" "$prefix"
+fi
+if [ -n "$cgroup" ]; then
+    echo $$ >"$cgroup/cgroup.procs"
+fi
+exec setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups -- "$@"
+"#;
+    let arg = |p: Option<&Path>| p.map(|p| p.display().to_string()).unwrap_or_default();
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        SCRIPT,
+        "sh",
+    ])
+    .arg(&prefix)
+    .arg(&stash)
+    .arg(arg(closed.as_deref()))
+    .arg(arg(delegated))
+    .arg(env!("CARGO_BIN_EXE_warren"))
+    .env("NOBODY", NOBODY.to_string());
+    cmd
 }
 
 /// A running `warren serve`.
@@ -70,22 +163,27 @@ impl Warren {
 
     /// Starts `warren serve` on `config` written into `dir`, with extra environment variables.
     pub fn start_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Warren {
-        Warren::start_as(dir, config, env, None)
+        Warren::start_as(dir, config, env, RunAs::Caller)
     }
 
-    /// [`Warren::start_in`], run as `uid` (and gid) when given: a test of the unprivileged
-    /// start. The test itself must be root to switch.
+    /// [`Warren::start_in`], run as `run_as` says: a test of the unprivileged start. The test
+    /// itself must be root to switch.
     pub fn start_as(
         dir: tempfile::TempDir,
         config: &str,
         env: &[(&str, &str)],
-        uid: Option<u32>,
+        run_as: RunAs,
     ) -> Warren {
         // Apps may be given the directory as `sandbox.writable` (gate and marker files).
         world_writable(dir.path());
         let config_path = dir.path().join("warren.toml");
         std::fs::write(&config_path, config).expect("writing the config");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
+        let mut cmd = match &run_as {
+            RunAs::Unprivileged { delegated } => {
+                unprivileged_command(dir.path(), delegated.as_deref())
+            }
+            _ => Command::new(env!("CARGO_BIN_EXE_warren")),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&config_path)
@@ -102,7 +200,7 @@ impl Warren {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        if let Some(uid) = uid {
+        if let RunAs::Uid(uid) = run_as {
             // Supplementary groups are dropped too (std clears them when switching from root).
             cmd.uid(uid).gid(uid);
         }
@@ -152,7 +250,7 @@ impl Warren {
             logs,
             log_thread: Some(log_thread),
         };
-        match rx.recv_timeout(START_TIMEOUT) {
+        match rx.recv_timeout(slow(START_TIMEOUT)) {
             Ok(line) => {
                 let addr = line
                     .trim()
@@ -186,7 +284,7 @@ impl Warren {
 
     /// Waits until the log satisfies `pred`; false if it did not within `timeout`.
     pub fn wait_for_log_matching(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + slow(timeout);
         loop {
             if pred(&self.logs()) {
                 return true;
@@ -233,7 +331,7 @@ impl Warren {
     /// Waits until `path` exists (a fixture app creates it when a request reaches it), up to
     /// 30 s; panics with the log otherwise.
     pub fn wait_for_file(&self, path: &Path) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + slow(Duration::from_secs(30));
         while !path.exists() {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -606,7 +704,7 @@ impl Client {
     pub fn connect(addr: SocketAddr, host: &str) -> Client {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("connecting to warren at {addr}: {e}"));
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_read_timeout(Some(slow(READ_TIMEOUT))).unwrap();
         stream
             .set_write_timeout(Some(Duration::from_secs(60)))
             .unwrap();
