@@ -1245,3 +1245,51 @@ fn bypassing_the_audit_hook_still_hits_the_kernel() {
     assert_field_in(&r, "c_errno", &[EPERM.into()]);
     s.finish();
 }
+
+/// `name:errno` pairs of a `seccomp_probe` report.
+fn probe_results(text: &str) -> BTreeMap<String, i32> {
+    text.split_whitespace()
+        .filter_map(|pair| {
+            let (name, errno) = pair.split_once(':')?;
+            Some((name.to_owned(), errno.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn seccomp_is_the_layer_that_refuses_with_eperm() {
+    let Some(s) = Scene::start() else { return };
+    // Outside the sandbox, as nobody (no capabilities, no filter): with these arguments no call
+    // answers EPERM by itself, so an EPERM inside can only be the filter's.
+    let dir = support::tempdir();
+    let out = support::as_nobody(dir.path(), None, &repo_root().join(".venv/bin/python"))
+        .arg(Path::new(&fixture("escape")).join("seccomp_probe.py"))
+        .output()
+        .expect("running seccomp_probe.py as nobody");
+    let outside = probe_results(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success() && outside.len() >= 16,
+        "seccomp_probe.py outside: {} {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (name, errno) in &outside {
+        assert_ne!(
+            *errno, EPERM,
+            "{name} answers EPERM without seccomp: {outside:?}"
+        );
+    }
+    // Inside: every one of them is refused by the filter.
+    let r = s.attack("/seccomp_layer");
+    assert_contained(&r, &[EPERM]);
+    let inside = probe_results(r.get("results"));
+    assert_eq!(
+        inside.keys().collect::<Vec<_>>(),
+        outside.keys().collect::<Vec<_>>(),
+        "{}",
+        r.body
+    );
+    assert!(inside.values().all(|&e| e == EPERM), "{}", r.body);
+    s.finish();
+}

@@ -957,6 +957,19 @@ def attack_fds(q):
     return escaped(detail, sockets=len(sockets))
 
 
+def attack_seccomp_layer(q):
+    """Syscalls that only seccomp answers with EPERM (see seccomp_probe.py): each must."""
+    import seccomp_probe
+
+    results = seccomp_probe.run()
+    detail = seccomp_probe.render(results)
+    not_eperm = [name for name, err in results.items() if err != E.EPERM]
+    if not_eperm:
+        return escaped(f"not refused by seccomp: {' '.join(not_eperm)}", results=detail)
+    return contained("every call refused before its arguments were read", errno=E.EPERM,
+                     results=detail)
+
+
 def attack_self_check(q):
     """Seccomp, NoNewPrivs and capabilities from /proc/self/status."""
     with open("/proc/self/status") as f:

@@ -104,6 +104,13 @@ fn closed_ancestor(path: &Path) -> Option<PathBuf> {
 /// namespace), `sh` (the mounts, the move into the delegated cgroup while still root), then
 /// `setpriv` to `nobody`, each replacing the last, so the child's pid is warren's.
 fn unprivileged_command(dir: &Path, delegated: Option<&Path>) -> Command {
+    as_nobody(dir, delegated, Path::new(env!("CARGO_BIN_EXE_warren")))
+}
+
+/// `program` run as `nobody` the way [`RunAs::Unprivileged`] runs warren (in a private mount
+/// namespace where the Python prefix is reachable; in `delegated` when given). `dir` holds a
+/// mount point. Arguments are added by the caller.
+pub fn as_nobody(dir: &Path, delegated: Option<&Path>, program: &Path) -> Command {
     let prefix = python_base_prefix();
     let closed = closed_ancestor(&prefix);
     let stash = dir.join("python-prefix");
@@ -138,7 +145,7 @@ exec setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups -- "$@"
     .arg(&stash)
     .arg(arg(closed.as_deref()))
     .arg(arg(delegated))
-    .arg(env!("CARGO_BIN_EXE_warren"))
+    .arg(program)
     .env("NOBODY", NOBODY.to_string());
     cmd
 }
