@@ -16,6 +16,14 @@ Environment:
                   bjoern
   BENCH_APPS      comma list among hello,flask
   BENCH_COLD      cold starts measured per app and keep_zygote setting (default 5; 0 skips)
+  BENCH_PAIRS     interleaved confined/open pairs per app and connection count (default 8;
+                  0 skips; BENCH_QUICK: 2)
+
+Confinement's price, interleaved: `warren` and `warren-open` run side by side (the idle one
+costs nothing) and are loaded in turn, A B then B A, so that a drift of the machine's speed
+hits both alike; each pair gives one throughput ratio. The median ratio is reported with a 95%
+bootstrap interval: the 3% target is met when the interval's low end is at least 0.97, missed
+when its high end is below 0.97, and undecided (the machine is too noisy to tell) otherwise.
 
 Cold starts: each app runs with `scale.min = 0`, a warm-up request in its zygote (`warmup`) and
 a short idle timeout; the time of the first
@@ -150,12 +158,13 @@ def parse_latency(text, pct):
     return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
 
 
-def run_wrk(port, path, conns):
+def run_wrk(port, path, conns, duration=None):
+    duration = duration or DURATION
     threads = 1 if conns == 1 else 2
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{DURATION}s", "--latency",
+        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency",
          f"http://127.0.0.1:{port}{path}"],
-        capture_output=True, text=True, timeout=DURATION + 60).stdout
+        capture_output=True, text=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = 0
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -342,6 +351,41 @@ def cold_starts(app, keep, tmp):
         proc.wait(timeout=30)
 
 
+PAIRS = int(os.environ.get("BENCH_PAIRS", "2" if QUICK else "8"))
+PAIR_DURATION = 3 if QUICK else 5
+
+
+def bootstrap_median(xs, rounds=5000, seed=1):
+    """95% interval of the median of `xs` by resampling (deterministic seed)."""
+    import random
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(rounds))
+    return meds[int(0.025 * rounds)], meds[int(0.975 * rounds) - 1]
+
+
+def interleaved(app, tmp):
+    """{conns: [confined/open ratio per pair]} from A B / B A runs of both warrens."""
+    path = APPS[app][3]
+    on, off = Server("warren", app, free_port(), tmp), Server("warren-open", app, free_port(), tmp)
+    ratios = {c: [] for c in CONNECTIONS}
+    try:
+        on.start()
+        off.start()
+        for c in CONNECTIONS:
+            run_wrk(on.port, path, c, 1)
+            run_wrk(off.port, path, c, 1)
+        for i in range(PAIRS):
+            for c in CONNECTIONS:
+                order = (on, off) if i % 2 == 0 else (off, on)
+                rps = {s.name: run_wrk(s.port, path, c, PAIR_DURATION)["rps"] for s in order}
+                if rps["warren-open"]:
+                    ratios[c].append(rps["warren"] / rps["warren-open"])
+    finally:
+        on.stop()
+        off.stop()
+    return ratios
+
+
 def fmt(x, digits=2):
     return "n/a" if x != x else f"{x:.{digits}f}"
 
@@ -419,6 +463,25 @@ def main():
         print("gunicorn flask: PSS of idle workers: "
               + ", ".join(f"{x:.1f} MB" for x in extras["gunicorn_flask_pss_mb"]))
 
+    pairs = {}
+    if PAIRS > 0 and "warren" in servers and "warren-open" in servers:
+        with tempfile.TemporaryDirectory(prefix="warren-pairs-") as tmp:
+            for app in apps:
+                print(f"-- confinement pairs: {app}", flush=True)
+                pairs[app] = interleaved(app, tmp)
+        print(f"\n### Confined / open throughput, interleaved ({PAIRS} pairs of "
+              f"{PAIR_DURATION} s, A B / B A)\n")
+        print("| app | connections | median ratio | 95% interval | pairs | target >= 0.97 |")
+        print("|---|---:|---:|---:|---|---|")
+        for app, by_conns in pairs.items():
+            for c, rs in by_conns.items():
+                if not rs:
+                    continue
+                lo, hi = bootstrap_median(rs)
+                verdict = "met" if lo >= 0.97 else "missed" if hi < 0.97 else "undecided"
+                print(f"| {app} | {c} | {statistics.median(rs):.3f} | {lo:.3f} to {hi:.3f} | "
+                      + " ".join(f"{r:.3f}" for r in rs) + f" | {verdict} |")
+
     cold = {}
     if COLD > 0 and "warren" in servers:
         with tempfile.TemporaryDirectory(prefix="warren-cold-") as tmp:
@@ -441,7 +504,7 @@ def main():
     with open(os.path.join(ROOT, ".bench", "results.json"), "w") as f:
         json.dump({"results": {f"{a}/{n}": r for (a, n), r in results.items()},
                    "extras": {f"{k[0]}/{k[1]}" if isinstance(k, tuple) else k: v
-                              for k, v in extras.items()}, "cold": cold, "duration_s": DURATION, "repeats": REPEATS}, f, indent=1)
+                              for k, v in extras.items()}, "cold": cold, "pairs": pairs, "duration_s": DURATION, "repeats": REPEATS}, f, indent=1)
 
 
 if __name__ == "__main__":
