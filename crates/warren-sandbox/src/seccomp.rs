@@ -3,8 +3,8 @@
 //! The data file is built into the binary (`include_str!`), so an app's config cannot change it
 //! and a worker needs no file to read when it applies it. [`Filters::compile`] runs in the
 //! zygote before it imports the app; the zygote installs its own programs
-//! ([`Filters::apply_zygote`]: the allowlist plus forking, so the app's import-time code is
-//! filtered too), and each worker installs the prepared worker programs after its fork
+//! ([`Filters::apply_zygote`]: the allowlist plus its own keyed fork, so the app's import-time
+//! code is filtered too and cannot fork), and each worker installs the prepared worker programs after its fork
 //! ([`Filters::apply_worker`]), which costs a few microseconds.
 //!
 //! Programs come in pairs, because seccompiler gives one filter a single match action and a
@@ -65,10 +65,18 @@ pub struct Entry {
 pub struct Arg {
     pub index: u8,
     pub op: String,
-    pub value: u64,
+    pub value: ArgValue,
     pub mask: Option<u64>,
     #[serde(default = "qword")]
     pub len: String,
+}
+
+/// An argument's value: a number, or `"fork_key"`, the zygote's secret (see [`Filters`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ArgValue {
+    Number(u64),
+    Named(String),
 }
 
 fn qword() -> String {
@@ -98,7 +106,14 @@ pub fn number(name: &str) -> Option<i64> {
         .map(|s| i64::from(s.id()))
 }
 
-fn condition(a: &Arg) -> Result<SeccompCondition, SeccompError> {
+fn condition(a: &Arg, fork_key: u64) -> Result<SeccompCondition, SeccompError> {
+    let value = match &a.value {
+        ArgValue::Number(n) => *n,
+        ArgValue::Named(name) if name == "fork_key" => fork_key,
+        ArgValue::Named(other) => {
+            return Err(SeccompError::Policy(format!("unknown value `{other}`")));
+        }
+    };
     let len = match a.len.as_str() {
         "dword" => SeccompCmpArgLen::Dword,
         "qword" => SeccompCmpArgLen::Qword,
@@ -118,7 +133,7 @@ fn condition(a: &Arg) -> Result<SeccompCondition, SeccompError> {
             )));
         }
     };
-    SeccompCondition::new(a.index, len, op, a.value)
+    SeccompCondition::new(a.index, len, op, value)
         .map_err(|e| SeccompError::Policy(format!("argument {}: {e}", a.index)))
 }
 
@@ -126,6 +141,7 @@ fn rules(
     entries: &[Entry],
     threads: bool,
     zygote: bool,
+    fork_key: u64,
 ) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> {
     // `None`: matched unconditionally; `Some(rules)`: matched when any rule holds.
     let mut map: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
@@ -141,7 +157,7 @@ fn rules(
         let conds = e
             .args
             .iter()
-            .map(condition)
+            .map(|a| condition(a, fork_key))
             .collect::<Result<Vec<_>, _>>()?;
         for name in &e.syscalls {
             let Some(nr) = number(name) else { continue };
@@ -164,16 +180,31 @@ fn rules(
 }
 
 /// The compiled programs of an app's zygote and workers.
+///
+/// The zygote must fork its workers, but the app's import-time code runs in the zygote too and
+/// must not make processes. So the zygote's `clone` is allowed only with `fork_key`, a random
+/// 64-bit value drawn at start-up, in its parent-tid argument, which the kernel ignores when
+/// `CLONE_PARENT_SETTID` is not set; the zygote forks through [`keyed_fork`]. `os.fork`,
+/// `subprocess` and every C library fork pass something else there and get EPERM. (Code that
+/// reads the zygote's memory through ctypes could find the key: this stops forking, not a
+/// determined memory scan; the child would still be confined, unable to exec, and counted by
+/// `pids.max`.)
 #[derive(Debug, Clone)]
 pub struct Filters {
     zygote: BpfProgram,
     worker: BpfProgram,
     enosys: BpfProgram,
+    fork_key: u64,
 }
 
-fn allowlist(file: &PolicyFile, threads: bool, zygote: bool) -> Result<BpfProgram, SeccompError> {
+fn allowlist(
+    file: &PolicyFile,
+    threads: bool,
+    zygote: bool,
+    fork_key: u64,
+) -> Result<BpfProgram, SeccompError> {
     let filter = SeccompFilter::new(
-        rules(&file.allow, threads, zygote)?,
+        rules(&file.allow, threads, zygote, fork_key)?,
         SeccompAction::Errno(libc::EPERM as u32),
         SeccompAction::Allow,
         target_arch()?,
@@ -181,21 +212,66 @@ fn allowlist(file: &PolicyFile, threads: bool, zygote: bool) -> Result<BpfProgra
     Ok(filter.try_into()?)
 }
 
+fn getrandom(buf: &mut [u8]) -> Result<(), SeccompError> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n == buf.len() as isize {
+        Ok(())
+    } else {
+        Err(SeccompError::Policy(format!(
+            "getrandom for the fork key: {}",
+            std::io::Error::last_os_error()
+        )))
+    }
+}
+
+/// `fork()` as the raw `clone` syscall (flags `SIGCHLD` only, as fork's) with `key` in the
+/// parent-tid argument, which the kernel ignores without `CLONE_PARENT_SETTID`: the only fork
+/// the zygote's filter lets through ([`Filters`]). Returns the child's pid in the parent, 0 in
+/// the child.
+///
+/// # Safety
+/// As `fork()`: the caller must be single-threaded, and the child must only do what is safe
+/// after a fork. The C library's fork bookkeeping is skipped (`pthread_atfork` handlers, and
+/// the child's cached thread id keeps the parent's value), so the caller runs what it needs
+/// itself (CPython's `PyOS_BeforeFork` and `PyOS_AfterFork_*`).
+pub unsafe fn keyed_fork(key: u64) -> std::io::Result<libc::pid_t> {
+    let flags = libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: clone without CLONE_VM and with a null stack duplicates the process like fork;
+    // the pointer arguments are ignored for these flags (the caller upholds fork's rules).
+    let r = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, key as usize, 0usize, 0usize) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r as libc::pid_t)
+    }
+}
+
 impl Filters {
     /// Compiles the shipped policy for an app that does (or does not) allow threads.
     pub fn compile(threads: bool) -> Result<Filters, SeccompError> {
         let file = policy()?;
+        let mut key = [0u8; 8];
+        getrandom(&mut key)?;
+        // Never 0: glibc's fork passes a NULL parent-tid.
+        let fork_key = u64::from_ne_bytes(key) | 1;
         let enosys = SeccompFilter::new(
-            rules(&file.enosys, threads, false)?,
+            rules(&file.enosys, threads, false, fork_key)?,
             SeccompAction::Allow,
             SeccompAction::Errno(libc::ENOSYS as u32),
             target_arch()?,
         )?;
         Ok(Filters {
-            zygote: allowlist(&file, threads, true)?,
-            worker: allowlist(&file, threads, false)?,
+            zygote: allowlist(&file, threads, true, fork_key)?,
+            worker: allowlist(&file, threads, false, fork_key)?,
             enosys: enosys.try_into()?,
+            fork_key,
         })
+    }
+
+    /// The value the zygote's `clone` must carry (see [`keyed_fork`]).
+    pub fn fork_key(&self) -> u64 {
+        self.fork_key
     }
 
     /// Installs the zygote's programs on the calling thread (which sets `no_new_privs` first).
@@ -285,18 +361,18 @@ mod tests {
         let file = policy().unwrap();
         let clone = number("clone").unwrap();
         assert!(
-            !rules(&file.allow, false, false)
+            !rules(&file.allow, false, false, 7)
                 .unwrap()
                 .contains_key(&clone)
         );
-        let with = rules(&file.allow, true, false).unwrap();
+        let with = rules(&file.allow, true, false, 7).unwrap();
         assert_eq!(
             with[&clone].len(),
             1,
             "clone must carry its CLONE_THREAD condition"
         );
         // The zygote forks: clone is allowed there, with its no-namespace condition.
-        let zygote = rules(&file.allow, false, true).unwrap();
+        let zygote = rules(&file.allow, false, true, 7).unwrap();
         assert_eq!(
             zygote[&clone].len(),
             1,
@@ -308,5 +384,64 @@ mod tests {
     fn both_variants_compile() {
         Filters::compile(false).unwrap();
         Filters::compile(true).unwrap();
+    }
+
+    /// In a child process under the real kernel: after the zygote's filter, the C library's
+    /// fork is refused and the keyed fork goes through. The exit code says which step failed.
+    #[test]
+    fn under_the_zygote_filter_only_the_keyed_fork_makes_a_process() {
+        let filters = Filters::compile(false).unwrap();
+        let key = filters.fork_key();
+        // SAFETY: the child only makes system calls (the programs were compiled before the
+        // fork, so nothing allocates) and leaves through `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            let code = (|| {
+                if filters.apply_zygote().is_err() {
+                    return 10;
+                }
+                // SAFETY: as above.
+                let plain = unsafe { libc::fork() };
+                if plain == 0 {
+                    // SAFETY: leaving the grandchild at once.
+                    unsafe { libc::_exit(0) };
+                }
+                if plain != -1
+                    || std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM)
+                {
+                    return 11;
+                }
+                // SAFETY: as above.
+                match unsafe { keyed_fork(key) } {
+                    Ok(0) => {
+                        // SAFETY: the grandchild leaves at once.
+                        unsafe { libc::_exit(0) }
+                    }
+                    Ok(child) => {
+                        let mut status = 0;
+                        // SAFETY: waiting for our own child.
+                        unsafe { libc::waitpid(child, &mut status, 0) };
+                        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+                            0
+                        } else {
+                            12
+                        }
+                    }
+                    Err(_) => 13,
+                }
+            })();
+            // SAFETY: leaving the child without running the test harness's exit code.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "the child died: {status:#x}");
+        let code = libc::WEXITSTATUS(status);
+        assert_eq!(
+            code, 0,
+            "10: filter not applied, 11: libc fork not refused with EPERM, 12/13: keyed fork failed"
+        );
     }
 }

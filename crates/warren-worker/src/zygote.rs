@@ -245,11 +245,21 @@ fn fork_worker(
     old_mask: &SigSet,
 ) {
     let zygote = getpid();
-    // SAFETY: the zygote is single-threaded and holds the GIL, which PyOS_BeforeFork requires;
-    // exactly one of the AfterFork calls follows in each process, as CPython documents.
+    // Confined, the filter lets only the keyed fork through (see `Filters`); unconfined, the
+    // key is 0 and the same raw clone is a plain fork.
+    let key = filters.map_or(0, Filters::fork_key);
+    // SAFETY: the zygote is single-threaded (no lock is held across the fork; what
+    // `keyed_fork` skips of the C library's fork is listed on it) and holds the GIL, which
+    // PyOS_BeforeFork requires; exactly one of the AfterFork calls follows in each process, as
+    // CPython documents.
     let forked = unsafe {
         ffi::PyOS_BeforeFork();
-        let r = nix::unistd::fork();
+        let r = warren_sandbox::seccomp::keyed_fork(key).map(|pid| match pid {
+            0 => ForkResult::Child,
+            child => ForkResult::Parent {
+                child: nix::unistd::Pid::from_raw(child),
+            },
+        });
         match r {
             Ok(ForkResult::Child) => ffi::PyOS_AfterFork_Child(),
             _ => ffi::PyOS_AfterFork_Parent(),
@@ -273,7 +283,7 @@ fn fork_worker(
                 ctl,
                 Msg::ForkFailed {
                     token,
-                    errno: e as i32,
+                    errno: e.raw_os_error().unwrap_or(0),
                 },
             );
         }

@@ -690,6 +690,16 @@ fn threads_cannot_start_in_the_zygote_at_import_time() {
 }
 
 #[test]
+fn fork_is_refused_in_the_zygote_at_import_time() {
+    let Some(s) = Scene::start() else { return };
+    // The zygote's filter lets its own keyed fork through, not the app's.
+    let r = s.attack("/fork_at_import");
+    assert_contained(&r, &[EPERM]);
+    assert!(r.error().starts_with("PermissionError"), "{}", r.body);
+    s.finish();
+}
+
+#[test]
 fn subprocess_run_is_refused() {
     let Some(s) = Scene::start() else { return };
     let r = s.attack("/subprocess_run");

@@ -313,7 +313,7 @@ entry = "app:application"
 workers = 2
 
 [apps.forker.sandbox]
-python_guards = false   # the zygote's filter lets a fork through; the guard would refuse it
+enabled = false   # confined, the fork at import is refused (escape.rs); unconfined it happens
 "#,
         fixture("forker")
     ));

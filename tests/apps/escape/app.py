@@ -1123,9 +1123,33 @@ def _thread_at_import():
 _IMPORT_THREAD = _thread_at_import()
 
 
+def _fork_at_import():
+    """Runs while the zygote imports the app, whose filter allows the zygote's own fork: a
+    process made here would escape the "no new processes" rule."""
+    try:
+        pid = os.fork()
+    except Exception as exc:  # noqa: BLE001 - PermissionError (EPERM) expected
+        return contained("os.fork at import time failed", exc)
+    if pid == 0:
+        os._exit(0)
+    try:
+        os.waitpid(pid, 0)
+    except OSError:
+        pass
+    return escaped("os.fork made a process in the zygote at import time", pid=pid)
+
+
+_IMPORT_FORK = _fork_at_import()
+
+
 def attack_thread_at_import(q):
     """What happened to the thread started at import time, in the zygote."""
     return _IMPORT_THREAD
+
+
+def attack_fork_at_import(q):
+    """What happened to the fork tried at import time, in the zygote."""
+    return _IMPORT_FORK
 
 
 # ---------------------------------------------------------------------------------------------

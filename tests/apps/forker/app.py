@@ -1,5 +1,6 @@
 """An app whose import forks a child that exits a moment later, once the workers run: the
-zygote reaps a process that is not a worker, which must not count as a worker gone."""
+zygote reaps a process that is not a worker, which must not count as a worker gone. (Run
+unconfined: a confined zygote's filter refuses the app's fork.)"""
 
 import os
 import time
