@@ -482,6 +482,13 @@ def main():
                 print(f"| {app} | {c} | {statistics.median(rs):.3f} | {lo:.3f} to {hi:.3f} | "
                       + " ".join(f"{r:.3f}" for r in rs) + f" | {verdict} |")
 
+    if "warren" in servers:
+        # The filter's share of a request: its cost per syscall times a worker's syscalls per
+        # request (two: one recvfrom, one sendto).
+        cost = subprocess.run([os.path.join(ROOT, "target/release/examples/seccomp_cost")],
+                              capture_output=True, text=True, timeout=120)
+        print("\n" + (cost.stdout.strip() or f"seccomp_cost failed: {cost.stderr.strip()}"))
+
     cold = {}
     if COLD > 0 and "warren" in servers:
         with tempfile.TemporaryDirectory(prefix="warren-cold-") as tmp:
