@@ -10,10 +10,11 @@
 //! - as root, `warren` at the top of each hierarchy;
 //! - without root, on cgroup v2 only, inside the cgroup this process was started in, when that
 //!   cgroup is delegated to its user (writable `cgroup.procs` and `cgroup.subtree_control`, as
-//!   `systemd-run --user -p Delegate=yes` and container runtimes give). v2 lets a cgroup with
-//!   processes enable no controller for its children, so warren first moves the processes of the
-//!   delegated cgroup `D` into the leaf `D/supervisor`, enables cpu, memory and pids in `D`, and
-//!   makes its groups under `D/warren`. cgroup v1 has no delegation: without root it is not
+//!   `systemd-run --user --scope -p Delegate=yes warren serve` gives) and warren is the only
+//!   process in it. v2 lets a cgroup with processes enable no controller for its children, so
+//!   warren first moves itself into the leaf `D/supervisor`, enables cpu, memory and pids in `D`,
+//!   and makes its groups under `D/warren`. A cgroup that holds other processes (a terminal's
+//!   scope, whose shell warren must not move) is refused with the reason. cgroup v1 has no delegation: without root it is not
 //!   available, and [`Cgroups::new`] says why.
 //!
 //! Limits are written with the controllers' own setters, each checked: cgroups-rs's
@@ -260,6 +261,24 @@ fn delegate(root: &Path) -> Result<String, CgroupError> {
     {
         return Ok(d);
     }
+    // Only warren's own cgroup is rearranged: a writable cgroup that holds other processes is
+    // not necessarily delegated (a user's terminal scope is writable by that user), and moving
+    // a shell is not warren's business.
+    let me = std::process::id().to_string();
+    let others: Vec<String> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter(|p| *p != me)
+        .map(str::to_owned)
+        .collect();
+    if !others.is_empty() {
+        return Err(CgroupError::NotDelegated(format!(
+            "not root, and the cgroup {shown} holds other processes than warren (pids {}): \
+             start warren alone in a delegated cgroup (`systemd-run --user --scope -p \
+             Delegate=yes warren serve ...`), or as root",
+            others.join(", ")
+        )));
+    }
     // "No internal processes": vacate D into its leaf, then enable the controllers.
     let leaf = dir.join(SUPERVISOR);
     let fail =
@@ -270,9 +289,12 @@ fn delegate(root: &Path) -> Result<String, CgroupError> {
         return Err(fail(format!("creating {SUPERVISOR}: {e}")));
     }
     let control: String = NEEDED.iter().map(|c| format!("+{c} ")).collect();
-    // A process forked in D while its neighbours are moved keeps D busy: move again.
+    // A child warren forked in D while it moved keeps D busy: move again.
     let mut last = None;
-    for _ in 0..5 {
+    for attempt in 0..5 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
         for pid in procs.split_whitespace() {
             match std::fs::write(leaf.join("cgroup.procs"), pid) {

@@ -106,10 +106,14 @@ pub fn number(name: &str) -> Option<i64> {
         .map(|s| i64::from(s.id()))
 }
 
-fn condition(a: &Arg, fork_key: u64) -> Result<SeccompCondition, SeccompError> {
+/// `None` for a `fork_key` condition when there is no key (an app with threads).
+fn condition(a: &Arg, fork_key: Option<u64>) -> Result<Option<SeccompCondition>, SeccompError> {
     let value = match &a.value {
         ArgValue::Number(n) => *n,
-        ArgValue::Named(name) if name == "fork_key" => fork_key,
+        ArgValue::Named(name) if name == "fork_key" => match fork_key {
+            Some(key) => key,
+            None => return Ok(None),
+        },
         ArgValue::Named(other) => {
             return Err(SeccompError::Policy(format!("unknown value `{other}`")));
         }
@@ -134,6 +138,7 @@ fn condition(a: &Arg, fork_key: u64) -> Result<SeccompCondition, SeccompError> {
         }
     };
     SeccompCondition::new(a.index, len, op, value)
+        .map(Some)
         .map_err(|e| SeccompError::Policy(format!("argument {}: {e}", a.index)))
 }
 
@@ -141,7 +146,7 @@ fn rules(
     entries: &[Entry],
     threads: bool,
     zygote: bool,
-    fork_key: u64,
+    fork_key: Option<u64>,
 ) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> {
     // `None`: matched unconditionally; `Some(rules)`: matched when any rule holds.
     let mut map: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
@@ -158,7 +163,10 @@ fn rules(
             .args
             .iter()
             .map(|a| condition(a, fork_key))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
         for name in &e.syscalls {
             let Some(nr) = number(name) else { continue };
             let slot = map.entry(nr).or_insert_with(|| Some(Vec::new()));
@@ -189,19 +197,23 @@ fn rules(
 /// reads the zygote's memory through ctypes could find the key: this stops forking, not a
 /// determined memory scan; the child would still be confined, unable to exec, and counted by
 /// `pids.max`.)
+///
+/// An app allowed threads (`limits.threads`) has no key: its import may start thread pools whose
+/// libraries reset them in `pthread_atfork` handlers, which only the C library's `fork` runs, so
+/// its zygote forks through the C library and the filter cannot tell that fork from the app's.
 #[derive(Debug, Clone)]
 pub struct Filters {
     zygote: BpfProgram,
     worker: BpfProgram,
     enosys: BpfProgram,
-    fork_key: u64,
+    fork_key: Option<u64>,
 }
 
 fn allowlist(
     file: &PolicyFile,
     threads: bool,
     zygote: bool,
-    fork_key: u64,
+    fork_key: Option<u64>,
 ) -> Result<BpfProgram, SeccompError> {
     let filter = SeccompFilter::new(
         rules(&file.allow, threads, zygote, fork_key)?,
@@ -251,10 +263,14 @@ impl Filters {
     /// Compiles the shipped policy for an app that does (or does not) allow threads.
     pub fn compile(threads: bool) -> Result<Filters, SeccompError> {
         let file = policy()?;
-        let mut key = [0u8; 8];
-        getrandom(&mut key)?;
-        // Never 0: glibc's fork passes a NULL parent-tid.
-        let fork_key = u64::from_ne_bytes(key) | 1;
+        let fork_key = if threads {
+            None
+        } else {
+            let mut key = [0u8; 8];
+            getrandom(&mut key)?;
+            // Never 0: glibc's fork passes a NULL parent-tid.
+            Some(u64::from_ne_bytes(key) | 1)
+        };
         let enosys = SeccompFilter::new(
             rules(&file.enosys, threads, false, fork_key)?,
             SeccompAction::Allow,
@@ -269,8 +285,9 @@ impl Filters {
         })
     }
 
-    /// The value the zygote's `clone` must carry (see [`keyed_fork`]).
-    pub fn fork_key(&self) -> u64 {
+    /// The value the zygote's `clone` must carry (see [`keyed_fork`]); `None` for an app with
+    /// threads, whose zygote forks through the C library.
+    pub fn fork_key(&self) -> Option<u64> {
         self.fork_key
     }
 
@@ -361,18 +378,18 @@ mod tests {
         let file = policy().unwrap();
         let clone = number("clone").unwrap();
         assert!(
-            !rules(&file.allow, false, false, 7)
+            !rules(&file.allow, false, false, Some(7))
                 .unwrap()
                 .contains_key(&clone)
         );
-        let with = rules(&file.allow, true, false, 7).unwrap();
+        let with = rules(&file.allow, true, false, None).unwrap();
         assert_eq!(
             with[&clone].len(),
             1,
             "clone must carry its CLONE_THREAD condition"
         );
         // The zygote forks: clone is allowed there, with its no-namespace condition.
-        let zygote = rules(&file.allow, false, true, 7).unwrap();
+        let zygote = rules(&file.allow, false, true, Some(7)).unwrap();
         assert_eq!(
             zygote[&clone].len(),
             1,
@@ -391,7 +408,10 @@ mod tests {
     #[test]
     fn under_the_zygote_filter_only_the_keyed_fork_makes_a_process() {
         let filters = Filters::compile(false).unwrap();
-        let key = filters.fork_key();
+        let key = filters
+            .fork_key()
+            .expect("an app without threads has a fork key");
+        assert!(Filters::compile(true).unwrap().fork_key().is_none());
         // SAFETY: the child only makes system calls (the programs were compiled before the
         // fork, so nothing allocates) and leaves through `_exit`.
         let pid = unsafe { libc::fork() };
@@ -411,6 +431,12 @@ mod tests {
                     || std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM)
                 {
                     return 11;
+                }
+                // A wrong key is refused like the C library's fork.
+                // SAFETY: as above; refused, so no process is made.
+                match unsafe { keyed_fork(key ^ 2) } {
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                    _ => return 14,
                 }
                 // SAFETY: as above.
                 match unsafe { keyed_fork(key) } {
@@ -441,7 +467,8 @@ mod tests {
         let code = libc::WEXITSTATUS(status);
         assert_eq!(
             code, 0,
-            "10: filter not applied, 11: libc fork not refused with EPERM, 12/13: keyed fork failed"
+            "10: filter not applied, 11: libc fork not refused with EPERM, 12/13: keyed fork failed, \
+             14: a wrong key was not refused"
         );
     }
 }

@@ -245,21 +245,26 @@ fn fork_worker(
     old_mask: &SigSet,
 ) {
     let zygote = getpid();
-    // Confined, the filter lets only the keyed fork through (see `Filters`); unconfined, the
-    // key is 0 and the same raw clone is a plain fork.
-    let key = filters.map_or(0, Filters::fork_key);
+    // Confined (and without threads), the filter lets only the keyed fork through (see
+    // `Filters`); otherwise the C library's fork, which also runs `pthread_atfork` handlers.
+    let key = filters.and_then(Filters::fork_key);
     // SAFETY: the zygote is single-threaded (no lock is held across the fork; what
     // `keyed_fork` skips of the C library's fork is listed on it) and holds the GIL, which
     // PyOS_BeforeFork requires; exactly one of the AfterFork calls follows in each process, as
     // CPython documents.
     let forked = unsafe {
         ffi::PyOS_BeforeFork();
-        let r = warren_sandbox::seccomp::keyed_fork(key).map(|pid| match pid {
-            0 => ForkResult::Child,
-            child => ForkResult::Parent {
-                child: nix::unistd::Pid::from_raw(child),
-            },
-        });
+        let r = match key {
+            Some(key) => warren_sandbox::seccomp::keyed_fork(key)
+                .map(|pid| match pid {
+                    0 => ForkResult::Child,
+                    child => ForkResult::Parent {
+                        child: nix::unistd::Pid::from_raw(child),
+                    },
+                })
+                .map_err(|e| e.raw_os_error().unwrap_or(0)),
+            None => nix::unistd::fork().map_err(|e| e as i32),
+        };
         match r {
             Ok(ForkResult::Child) => ffi::PyOS_AfterFork_Child(),
             _ => ffi::PyOS_AfterFork_Parent(),
@@ -279,13 +284,7 @@ fn fork_worker(
         }
         Err(e) => {
             drop(sock);
-            send(
-                ctl,
-                Msg::ForkFailed {
-                    token,
-                    errno: e.raw_os_error().unwrap_or(0),
-                },
-            );
+            send(ctl, Msg::ForkFailed { token, errno: e });
         }
         Ok(ForkResult::Child) => {
             let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);

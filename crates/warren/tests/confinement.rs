@@ -602,6 +602,36 @@ fn an_unprivileged_warren_limits_its_apps_in_a_delegated_cgroup_v2() {
         return;
     }
     let delegated = DelegatedCgroup::new();
+    // A delegated cgroup that holds another process (a shell, say) is not rearranged: doctor
+    // says why, and nothing is moved.
+    let mut other = Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(delegated.dir.join("cgroup.procs"), other.id().to_string()).unwrap();
+    let scratch = tempdir();
+    let out = support::as_nobody(
+        scratch.path(),
+        Some(&delegated.dir),
+        Path::new(env!("CARGO_BIN_EXE_warren")),
+    )
+    .arg("doctor")
+    .output()
+    .expect("warren doctor as nobody");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cgroups"))
+        .unwrap_or_else(|| panic!("no cgroups line:\n{text}"));
+    assert!(
+        line.contains("not available") && line.contains("holds other processes"),
+        "{line}"
+    );
+    assert!(
+        procs_in(&delegated.dir).contains(&other.id()),
+        "the other process was moved"
+    );
+    assert!(!delegated.dir.join("supervisor").exists());
+    let _ = other.kill();
+    let _ = other.wait();
+
     let w = Warren::start_as(
         tempdir(),
         &escape_config(false),
@@ -674,13 +704,9 @@ fn cgroup_v2_runs_in_a_v2_kernel() {
         return;
     }
     let exe = std::env::current_exe().expect("this test binary");
-    let ci = if std::env::var_os("CI").is_some() {
-        "CI=1 "
-    } else {
-        ""
-    };
+    // CI=1: in the guest (root) a test that would skip fails instead.
     let command = format!(
-        "{ci}WARREN_TEST_SLOWDOWN=6 {} --test-threads 2 --skip cgroup_v2_runs_in_a_v2_kernel 2>&1",
+        "CI=1 WARREN_TEST_SLOWDOWN=6 {} --test-threads 2 --skip cgroup_v2_runs_in_a_v2_kernel 2>&1",
         exe.display()
     );
     let out = Command::new(repo_root().join("scripts/vm/run"))
@@ -716,6 +742,10 @@ fn cgroup_v2_runs_in_a_v2_kernel() {
         text.contains(&format!("test result: ok. {total} passed")),
         "{text}"
     );
-    assert!(!text.contains("skipped"), "a test skipped on v2:\n{text}");
-    eprintln!("{text}");
+    // The guest's summary, for the log of this run.
+    for line in text.lines().filter(|l| {
+        l.starts_with("guest:") || l.starts_with("test ") || l.starts_with("test result")
+    }) {
+        eprintln!("{line}");
+    }
 }

@@ -375,8 +375,8 @@ impl Warren {
     pub fn stop(mut self) -> String {
         let family = descendants(self.pid);
         signal(self.pid, "TERM");
-        let status = self.wait_exit(STOP_TIMEOUT);
-        let leftovers = wait_gone(&family, Duration::from_secs(10));
+        let status = self.wait_exit(slow(STOP_TIMEOUT));
+        let leftovers = wait_gone(&family, slow(Duration::from_secs(10)));
         if !leftovers.is_empty() {
             kill_all(&leftovers);
         }
@@ -709,7 +709,7 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr, host: &str) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        let stream = TcpStream::connect_timeout(&addr, slow(Duration::from_secs(10)))
             .unwrap_or_else(|e| panic!("connecting to warren at {addr}: {e}"));
         stream.set_read_timeout(Some(slow(READ_TIMEOUT))).unwrap();
         stream
