@@ -33,6 +33,7 @@ request after the app went back to zero is measured, with the zygote kept (a for
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -357,7 +358,6 @@ PAIR_DURATION = 3 if QUICK else 5
 
 def bootstrap_median(xs, rounds=5000, seed=1):
     """95% interval of the median of `xs` by resampling (deterministic seed)."""
-    import random
     rng = random.Random(seed)
     meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(rounds))
     return meds[int(0.025 * rounds)], meds[int(0.975 * rounds) - 1]

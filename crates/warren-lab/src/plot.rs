@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{Context, anyhow};
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 
 use crate::series::Row;
@@ -227,6 +229,31 @@ fn tidy(v: &f64) -> String {
     }
 }
 
+/// The grid, with axis titles and tidy numbers when `text` (the thumbnail has neither).
+fn draw_mesh<X, Y, DB>(
+    mut mesh: MeshStyle<'_, '_, X, Y, DB>,
+    y_desc: &str,
+    text: bool,
+) -> DrawResult
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+{
+    if text {
+        mesh.x_desc("time (s)")
+            .y_desc(y_desc)
+            .x_label_formatter(&tidy)
+            .y_label_formatter(&tidy);
+    } else {
+        // Grid lines without their numbers (a log axis ignores a label count of 0).
+        mesh.disable_x_axis().disable_y_axis();
+    }
+    mesh.draw()?;
+    Ok(())
+}
+
 fn draw_panel(area: &Area<'_>, panel: &Panel<'_>, x_max: f64, text: bool) -> DrawResult {
     let values: Vec<f64> = panel
         .lines
@@ -256,33 +283,13 @@ fn draw_panel(area: &Area<'_>, panel: &Panel<'_>, x_max: f64, text: bool) -> Dra
             _ => (0.1, 1000.0),
         };
         let mut chart = builder.build_cartesian_2d(0.0..x_max, (lo..hi).log_scale())?;
-        let mut mesh = chart.configure_mesh();
-        if text {
-            mesh.x_desc("time (s)")
-                .y_desc(panel.y_desc)
-                .x_label_formatter(&tidy)
-                .y_label_formatter(&tidy);
-        } else {
-            // Grid lines without their numbers (a log axis ignores a label count of 0).
-            mesh.disable_x_axis().disable_y_axis();
-        }
-        mesh.draw()?;
+        draw_mesh(chart.configure_mesh(), panel.y_desc, text)?;
         draw_lines(&mut chart, &panel.lines, |y| y.max(FLOOR_MS), text)
     } else {
         let y_max = values.iter().copied().fold(0.0_f64, f64::max);
         let y_max = if y_max > 0.0 { y_max * 1.1 } else { 1.0 };
         let mut chart = builder.build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-        let mut mesh = chart.configure_mesh();
-        if text {
-            mesh.x_desc("time (s)")
-                .y_desc(panel.y_desc)
-                .x_label_formatter(&tidy)
-                .y_label_formatter(&tidy);
-        } else {
-            // Grid lines without their numbers (a log axis ignores a label count of 0).
-            mesh.disable_x_axis().disable_y_axis();
-        }
-        mesh.draw()?;
+        draw_mesh(chart.configure_mesh(), panel.y_desc, text)?;
         draw_lines(&mut chart, &panel.lines, |y| y, text)
     }
 }

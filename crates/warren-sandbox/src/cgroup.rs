@@ -206,13 +206,13 @@ impl Cgroups {
     }
 }
 
-/// This process's v2 cgroup (`0::/path` in `/proc/self/cgroup`), relative to the mount.
+/// This process's v2 cgroup (the `0::/path` line of `/proc/self/cgroup`), relative to the mount.
 fn own_v2_cgroup() -> Result<String, CgroupError> {
-    let text = std::fs::read_to_string("/proc/self/cgroup")
+    let paths = cgroups_rs::fs::cgroup::get_cgroups_relative_paths()
         .map_err(|e| CgroupError::NotDelegated(format!("reading /proc/self/cgroup: {e}")))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(|p| p.trim().trim_start_matches('/').to_owned())
+    paths
+        .get("")
+        .map(|p| p.trim_start_matches('/').to_owned())
         .ok_or_else(|| CgroupError::NotDelegated("/proc/self/cgroup has no cgroup v2 entry".into()))
 }
 

@@ -224,19 +224,6 @@ fn allowlist(
     Ok(filter.try_into()?)
 }
 
-fn getrandom(buf: &mut [u8]) -> Result<(), SeccompError> {
-    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n == buf.len() as isize {
-        Ok(())
-    } else {
-        Err(SeccompError::Policy(format!(
-            "getrandom for the fork key: {}",
-            std::io::Error::last_os_error()
-        )))
-    }
-}
-
 /// `fork()` as the raw `clone` syscall (flags `SIGCHLD` only, as fork's) with `key` in the
 /// parent-tid argument, which the kernel ignores without `CLONE_PARENT_SETTID`: the only fork
 /// the zygote's filter lets through ([`Filters`]). Returns the child's pid in the parent, 0 in
@@ -266,10 +253,10 @@ impl Filters {
         let fork_key = if threads {
             None
         } else {
-            let mut key = [0u8; 8];
-            getrandom(&mut key)?;
+            let key = getrandom::u64()
+                .map_err(|e| SeccompError::Policy(format!("getrandom for the fork key: {e}")))?;
             // Never 0: glibc's fork passes a NULL parent-tid.
-            Some(u64::from_ne_bytes(key) | 1)
+            Some(key | 1)
         };
         let enosys = SeccompFilter::new(
             rules(&file.enosys, threads, false, fork_key)?,

@@ -481,14 +481,8 @@ fn host_uids(pid: u32) -> Vec<(u32, u32)> {
         .into_iter()
         .filter_map(|(p, _)| {
             let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
-            let uid = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:"))?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()?;
-            Some((p, uid))
+            let uid = *support::status_ids(&status, "Uid:").first()?;
+            Some((p, u32::try_from(uid).ok()?))
         })
         .collect()
 }
@@ -567,15 +561,14 @@ impl DelegatedCgroup {
 
     /// Removes `dir` and everything below it, deepest first, killing what still runs there.
     fn remove(dir: &Path) {
+        // cgroup v2 (this test's only host): `cgroup.kill` kills the whole subtree.
+        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             if e.path().is_dir() {
                 DelegatedCgroup::remove(&e.path());
             }
         }
         for _ in 0..100 {
-            for p in procs_in(dir) {
-                let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
-            }
             if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
                 return;
             }

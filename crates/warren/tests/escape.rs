@@ -64,18 +64,6 @@ const DEATH_MARKS: &[&str] = &[
 // Running the suite
 
 /// The ids of a `/proc/PID/status` line such as `Uid:` (real, effective, saved, fs).
-fn status_ids(status: &str, key: &str) -> Vec<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(|v| {
-            v.split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn config() -> String {
     let root = repo_root();
     let escape = fixture("escape");
@@ -1157,7 +1145,7 @@ fn worker_runs_as_unprivileged_uid_outside() {
     // namespace started it, and the workers): the zygote runs the app's import-time code. The
     // root of the tree may be such a waiter, which runs no app code.
     for p in &workers {
-        let uids = status_ids(&p.status, "Uid:");
+        let uids = support::status_ids(&p.status, "Uid:");
         assert!(
             uids.len() == 4 && uids.iter().all(|&u| u != 0),
             "evil process {} has uid 0 of the host among its ids ({}); {}",
@@ -1167,7 +1155,7 @@ fn worker_runs_as_unprivileged_uid_outside() {
         );
     }
     for p in &workers {
-        let nspid = status_ids(&p.status, "NSpid:");
+        let nspid = support::status_ids(&p.status, "NSpid:");
         assert!(
             nspid.len() >= 2,
             "evil worker {} is not in a pid namespace of its own ({})",

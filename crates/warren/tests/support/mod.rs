@@ -89,6 +89,19 @@ pub fn python_base_prefix() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// The numbers of a `/proc/PID/status` line (`"Uid:"`: real, effective, saved, filesystem).
+pub fn status_ids(status: &str, key: &str) -> Vec<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The first directory on the way to `path` that other users cannot enter, if any.
 fn closed_ancestor(path: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -100,16 +113,10 @@ fn closed_ancestor(path: &Path) -> Option<PathBuf> {
     })
 }
 
-/// The command that starts warren as [`RunAs::Unprivileged`]: `unshare` (a private mount
-/// namespace), `sh` (the mounts, the move into the delegated cgroup while still root), then
-/// `setpriv` to `nobody`, each replacing the last, so the child's pid is warren's.
-fn unprivileged_command(dir: &Path, delegated: Option<&Path>) -> Command {
-    as_nobody(dir, delegated, Path::new(env!("CARGO_BIN_EXE_warren")))
-}
-
-/// `program` run as `nobody` the way [`RunAs::Unprivileged`] runs warren (in a private mount
-/// namespace where the Python prefix is reachable; in `delegated` when given). `dir` holds a
-/// mount point. Arguments are added by the caller.
+/// `program` run as `nobody` the way [`RunAs::Unprivileged`] runs warren: `unshare` (a private
+/// mount namespace where the Python prefix is reachable), `sh` (the mounts, the move into
+/// `delegated` while still root), then `setpriv` to `nobody`, each replacing the last, so the
+/// child's pid is the program's. `dir` holds a mount point. Arguments are added by the caller.
 pub fn as_nobody(dir: &Path, delegated: Option<&Path>, program: &Path) -> Command {
     let prefix = python_base_prefix();
     let closed = closed_ancestor(&prefix);
@@ -186,9 +193,11 @@ impl Warren {
         let config_path = dir.path().join("warren.toml");
         std::fs::write(&config_path, config).expect("writing the config");
         let mut cmd = match &run_as {
-            RunAs::Unprivileged { delegated } => {
-                unprivileged_command(dir.path(), delegated.as_deref())
-            }
+            RunAs::Unprivileged { delegated } => as_nobody(
+                dir.path(),
+                delegated.as_deref(),
+                Path::new(env!("CARGO_BIN_EXE_warren")),
+            ),
             _ => Command::new(env!("CARGO_BIN_EXE_warren")),
         };
         cmd.arg("serve")
