@@ -131,6 +131,8 @@ pub struct Limits {
     pub fsize_bytes: u64,
     /// Whether workers may start threads (SAE: no).
     pub threads: bool,
+    /// The Linux scheduling policy of the app's zygote and workers.
+    pub scheduling: Scheduling,
     /// Longest a request may keep its worker (uWSGI's harakiri): past it the client gets 504
     /// (or its streamed response is cut) and the worker is killed and replaced. `None`: no bound.
     pub request_timeout: Option<Duration>,
@@ -138,6 +140,18 @@ pub struct Limits {
     pub max_requests: u64,
     /// A worker whose resident memory exceeds this after a request is retired (0: never).
     pub max_worker_rss_bytes: u64,
+}
+
+/// `limits.scheduling`: how the kernel schedules an app's processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduling {
+    /// `SCHED_BATCH` (the default): a worker woken by a request does not preempt the task
+    /// running on its CPU (the front, or another app); it runs when that task's slice ends or a
+    /// CPU is idle. Under load that saves a context switch per request, and across a cgroup
+    /// boundary a context switch is what confinement costs most.
+    Batch,
+    /// `SCHED_OTHER`: a woken worker may preempt at once.
+    Normal,
 }
 
 /// `[apps.NAME.scale]`: the autoscaler's policy for one app.
@@ -306,6 +320,7 @@ struct LimitsFile {
     nofile: u64,
     fsize_mb: Option<u64>,
     threads: bool,
+    scheduling: String,
     request_timeout_s: f64,
     max_requests: u64,
     max_worker_rss_mb: u64,
@@ -321,6 +336,7 @@ impl Default for LimitsFile {
             nofile: 1024,
             fsize_mb: None,
             threads: false,
+            scheduling: "batch".into(),
             request_timeout_s: 60.0,
             max_requests: 0,
             max_worker_rss_mb: 0,
@@ -775,6 +791,16 @@ fn validate_limits(
         ));
     }
     let request_timeout = (t > 0.0).then(|| Duration::from_secs_f64(t));
+    let scheduling = match l.scheduling.as_str() {
+        "batch" => Scheduling::Batch,
+        "normal" => Scheduling::Normal,
+        other => {
+            return Err((
+                key("limits.scheduling"),
+                format!("unknown policy `{other}` (one of batch, normal)"),
+            ));
+        }
+    };
     if l.max_worker_rss_mb > l.memory_mb {
         return Err((
             key("limits.max_worker_rss_mb"),
@@ -792,6 +818,7 @@ fn validate_limits(
         nofile: l.nofile,
         fsize_bytes: fsize_mb * mb,
         threads: l.threads,
+        scheduling,
         request_timeout,
         max_requests: l.max_requests,
         max_worker_rss_bytes: l.max_worker_rss_mb * mb,

@@ -135,10 +135,30 @@ fn bad_configs_name_key_and_reason() {
             "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n[apps.a.limits]\nmemory_mb = 64\nmax_worker_rss_mb = 65\n",
             "apps.a.limits.max_worker_rss_mb: must not exceed limits.memory_mb (64)",
         ),
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n[apps.a.limits]\nscheduling = \"fifo\"\n",
+            "apps.a.limits.scheduling: unknown policy `fifo` (one of batch, normal)",
+        ),
     ];
     for (text, want) in cases {
         check(text, Some(want));
     }
+}
+
+#[test]
+fn workers_are_batch_scheduled_unless_the_app_says_normal() {
+    let default = check(
+        "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(default.apps[0].limits.scheduling, Scheduling::Batch);
+    let normal = check(
+        "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n[apps.a.limits]\nscheduling = \"normal\"\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(normal.apps[0].limits.scheduling, Scheduling::Normal);
 }
 
 #[test]

@@ -202,6 +202,7 @@ async fn run_zygote(
         warmup: cfg.warmup.as_deref(),
         sandbox: sandbox.policy.as_ref(),
         cgroup_procs: &procs,
+        batch: cfg.limits.scheduling == warren_config::Scheduling::Batch,
     };
     let launch = match warren_sandbox::zygote_command(&spec) {
         Ok(l) => l,

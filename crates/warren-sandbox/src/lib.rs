@@ -64,6 +64,8 @@ pub struct ZygoteSpec<'a> {
     pub sandbox: Option<&'a Policy>,
     /// `cgroup.procs` files the zygote writes itself into before `exec`.
     pub cgroup_procs: &'a [PathBuf],
+    /// `SCHED_BATCH` for the zygote, inherited by its workers (`limits.scheduling`).
+    pub batch: bool,
 }
 
 /// A command ready to spawn, and the master's end of the control socket.
@@ -126,6 +128,7 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
         .collect::<Result<_, _>>()?;
     let procs_raw: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
     let confined = spec.sandbox.is_some();
+    let batch = spec.batch;
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -142,13 +145,21 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
     }
     let raw = child_end.as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (write, setsid, prctl, dup2, fcntl, close_range); it allocates nothing and
-    // takes no locks (`procs_raw` was built before the fork and is only read).
+    // system calls (write, sched_setscheduler, setsid, prctl, dup2, fcntl, close_range); it
+    // allocates nothing and takes no locks (`procs_raw` was built before the fork and is only read).
     unsafe {
         command.pre_exec(move || {
             // Into the app's cgroups first: "0" means the writing process itself.
             for &fd in &procs_raw {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // Kept across exec and fork: every worker is born with it. Lowering the policy needs
+            // no privilege, so this works without root too.
+            if batch {
+                let param = libc::sched_param { sched_priority: 0 };
+                if libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }

@@ -277,6 +277,80 @@ fn each_app_gets_a_limited_cgroup_under_warren_that_goes_with_it() {
     }
 }
 
+/// The scheduling policy of `pid` (field 41 of `/proc/PID/stat`): 0 `SCHED_OTHER`, 3
+/// `SCHED_BATCH`.
+fn sched_policy(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    rest.split_whitespace()
+        .nth(41 - 3)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_else(|| panic!("no policy field in /proc/{pid}/stat: {stat:?}"))
+}
+
+#[test]
+fn app_processes_run_sched_batch_unless_the_app_asks_for_normal() {
+    if !needs_root() {
+        return;
+    }
+    let hello = repo_root().join("examples/apps/hello");
+    let hello = hello.display();
+    let w = Warren::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[apps.batch]
+path = "{hello}"
+entry = "app:application"
+workers = 2
+
+[apps.open]
+path = "{hello}"
+entry = "app:application"
+workers = 2
+
+[apps.open.sandbox]
+enabled = false
+
+[apps.normal]
+path = "{hello}"
+entry = "app:application"
+workers = 2
+
+[apps.normal.limits]
+scheduling = "normal"
+"#
+    ));
+    for app in ["batch", "open", "normal"] {
+        w.wait_workers(app, 2);
+        w.get(&format!("{app}.localhost"), "/").assert_ok();
+    }
+    let mut seen: Vec<(String, u32, u32)> = Vec::new();
+    for (pid, cmd) in support::descendants(w.pid()) {
+        let args: Vec<&str> = cmd.split_whitespace().collect();
+        let app = args
+            .windows(2)
+            .find(|a| a[0] == "--name")
+            .map(|a| a[1].to_owned())
+            .unwrap_or_else(|| panic!("{pid} is not an app's process: {cmd}"));
+        seen.push((app, pid, sched_policy(pid)));
+    }
+    for (app, want) in [("batch", 3), ("open", 3), ("normal", 0)] {
+        let procs: Vec<&(String, u32, u32)> = seen.iter().filter(|s| s.0 == app).collect();
+        // The zygote (confined: also the namespace's parent) and the two workers.
+        assert!(procs.len() >= 3, "{app}: {procs:?}");
+        assert!(
+            procs.iter().all(|p| p.2 == want),
+            "{app}: every process has policy {want}: {procs:?}"
+        );
+    }
+    // warren's own front keeps the normal policy.
+    assert_eq!(sched_policy(w.pid()), 0);
+    w.stop();
+}
+
 #[test]
 fn groups_left_by_a_killed_warren_are_removed_by_the_next_one() {
     if !needs_root() {
