@@ -16,8 +16,11 @@ Environment:
                   bjoern
   BENCH_APPS      comma list among hello,flask
   BENCH_COLD      cold starts measured per app and keep_zygote setting (default 5; 0 skips)
-  BENCH_PAIRS     interleaved confined/open pairs per app and connection count (default 8;
+  BENCH_PAIRS     interleaved confined/open pairs per app and connection count (default 20;
                   0 skips; BENCH_QUICK: 2)
+  BENCH_PAIR_DURATION  seconds per run of a pair (default 2: on a shared host a run's speed
+                  moves by ±10% from one run to the next, so many short pairs narrow the
+                  interval more than a few long ones)
 
 Confinement's price, interleaved: `warren` and `warren-open` run side by side (the idle one
 costs nothing) and are loaded in turn, A B then B A, so that a drift of the machine's speed
@@ -352,8 +355,8 @@ def cold_starts(app, keep, tmp):
         proc.wait(timeout=30)
 
 
-PAIRS = int(os.environ.get("BENCH_PAIRS", "2" if QUICK else "8"))
-PAIR_DURATION = 3 if QUICK else 5
+PAIRS = int(os.environ.get("BENCH_PAIRS", "2" if QUICK else "20"))
+PAIR_DURATION = int(os.environ.get("BENCH_PAIR_DURATION", "2"))
 
 
 def bootstrap_median(xs, rounds=5000, seed=1):
@@ -364,10 +367,22 @@ def bootstrap_median(xs, rounds=5000, seed=1):
 
 
 def interleaved(app, tmp):
-    """{conns: [confined/open ratio per pair]} from A B / B A runs of both warrens."""
+    """({conns: [confined/open ratio per pair]}, {conns: {server: [CPU µs per request]}}) from
+    A B / B A runs of both warrens."""
     path = APPS[app][3]
     on, off = Server("warren", app, free_port(), tmp), Server("warren-open", app, free_port(), tmp)
     ratios = {c: [] for c in CONNECTIONS}
+    cpu = {c: {"warren": [], "warren-open": []} for c in CONNECTIONS}
+
+    def run(server, conns):
+        root = server.procs[0].pid
+        before = tree_cpu_s(root)
+        rps = run_wrk(server.port, path, conns, PAIR_DURATION)["rps"]
+        if rps:
+            cpu[conns][server.name].append(
+                (tree_cpu_s(root) - before) / (rps * PAIR_DURATION) * 1e6)
+        return rps
+
     try:
         on.start()
         off.start()
@@ -377,13 +392,13 @@ def interleaved(app, tmp):
         for i in range(PAIRS):
             for c in CONNECTIONS:
                 order = (on, off) if i % 2 == 0 else (off, on)
-                rps = {s.name: run_wrk(s.port, path, c, PAIR_DURATION)["rps"] for s in order}
+                rps = {s.name: run(s, c) for s in order}
                 if rps["warren-open"]:
                     ratios[c].append(rps["warren"] / rps["warren-open"])
     finally:
         on.stop()
         off.stop()
-    return ratios
+    return ratios, cpu
 
 
 def fmt(x, digits=2):
@@ -473,7 +488,7 @@ def main():
               f"{PAIR_DURATION} s, A B / B A)\n")
         print("| app | connections | median ratio | 95% interval | pairs | target >= 0.97 |")
         print("|---|---:|---:|---:|---|---|")
-        for app, by_conns in pairs.items():
+        for app, (by_conns, _) in pairs.items():
             for c, rs in by_conns.items():
                 if not rs:
                     continue
@@ -481,6 +496,14 @@ def main():
                 verdict = "met" if lo >= 0.97 else "missed" if hi < 0.97 else "undecided"
                 print(f"| {app} | {c} | {statistics.median(rs):.3f} | {lo:.3f} to {hi:.3f} | "
                       + " ".join(f"{r:.3f}" for r in rs) + f" | {verdict} |")
+        # Where the difference goes: CPU time of warren and its workers per request (clock
+        # ticks, so a 2 s run is coarse; the median over the pairs is what to read).
+        print("\nCPU per request in the pairs (warren and its workers, median): "
+              + "; ".join(
+                  f"{app} {c} conn {statistics.median(v['warren']):.1f} µs confined vs "
+                  f"{statistics.median(v['warren-open']):.1f} µs open"
+                  for app, (_, cpu) in pairs.items() for c, v in cpu.items()
+                  if v["warren"] and v["warren-open"]))
 
     if "warren" in servers:
         # The filter's share of a request: its cost per syscall times a worker's syscalls per

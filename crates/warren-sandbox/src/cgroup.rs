@@ -1,7 +1,8 @@
 //! Per-app control groups through `cgroups-rs`, on cgroup v1 and v2.
 //!
-//! Layout: `<parent>/<instance>/<app>` in every hierarchy cgroups-rs finds (v1: one directory
-//! per controller; v2: one directory), where `<instance>` is the pid of the `warren serve` that
+//! Layout: `<parent>/<instance>/<app>` in the hierarchies of the controllers warren uses (v1:
+//! cpu, memory, pids and freezer, one directory each; v2: one directory with cpu, memory and
+//! pids enabled), where `<instance>` is the pid of the `warren serve` that
 //! made it. Several warrens can run side by side (the test suite does); a warren that starts
 //! removes the instance groups of warrens that are no longer running ([`Cgroups::clean_stale`]),
 //! so a crash leaves nothing behind for long.
@@ -38,6 +39,8 @@ pub const PARENT: &str = "warren";
 pub const SUPERVISOR: &str = "supervisor";
 /// The controllers warren's limits need.
 const NEEDED: [&str; 3] = ["cpu", "memory", "pids"];
+/// cgroup v1 also has the freezer as a controller: [`kill_all`] stops a group with it.
+const V1_FREEZER: &str = "freezer";
 /// CFS period used for `cpu_percent` (100 ms, the kernel's default).
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -184,11 +187,13 @@ impl Cgroups {
     pub fn create_app(&self, app: &str, limits: Limits) -> Result<AppCgroup, CgroupError> {
         let path = format!("{}/{app}", self.instance);
         destroy(&path);
-        let cg = Cgroup::new(hierarchy(), &path).map_err(|source| CgroupError::Write {
-            path: path.clone(),
-            what: "creating",
-            source,
-        })?;
+        let cg = Cgroup::new_with_specified_controllers(hierarchy(), &path, Some(used())).map_err(
+            |source| CgroupError::Write {
+                path: path.clone(),
+                what: "creating",
+                source,
+            },
+        )?;
         let group = AppCgroup { cg, path };
         group.set_limits(limits)?;
         Ok(group)
@@ -325,6 +330,18 @@ fn delegate(root: &Path) -> Result<String, CgroupError> {
 /// Whether `pid` runs a `warren` binary (so that a reused pid is not mistaken for a live warren).
 fn pid_is_warren(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "warren")
+}
+
+/// The controllers an app's group is made in: [`NEEDED`], and on v1 the freezer. Not every
+/// hierarchy mounted: a process in a group costs the kernel work in each of them at every
+/// context switch (cpuacct's charge walks up its tree), and on a v1 host `name=systemd` is
+/// systemd's own. Groups are still looked for and removed in every hierarchy.
+fn used() -> Vec<String> {
+    let mut names: Vec<String> = NEEDED.iter().map(|c| (*c).to_owned()).collect();
+    if !hierarchy().v2() {
+        names.push(V1_FREEZER.to_owned());
+    }
+    names
 }
 
 fn hierarchy_dirs() -> Vec<PathBuf> {

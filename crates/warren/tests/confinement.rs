@@ -266,6 +266,40 @@ fn each_app_gets_a_limited_cgroup_under_warren_that_goes_with_it() {
         }
         assert!(!inside.contains(&w.pid()), "warren itself is not confined");
     }
+    // Only the controllers warren uses: a process in a group costs the kernel work at every
+    // context switch in each hierarchy, and v1's `name=systemd` belongs to systemd.
+    if cgroup_v2() {
+        let enabled = read_trim(&instance_dirs(w.pid())[0].join("cgroup.subtree_control"));
+        let mut enabled: Vec<&str> = enabled.split_whitespace().collect();
+        enabled.sort_unstable();
+        assert_eq!(enabled, ["cpu", "memory", "pids"]);
+    } else {
+        let groups = |pid: u32| -> Vec<(String, String)> {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let (_, rest) = l.split_once(':')?;
+                    let (names, path) = rest.split_once(':')?;
+                    Some((names.to_owned(), path.to_owned()))
+                })
+                .collect()
+        };
+        let used = ["cpu", "memory", "pids", "freezer"];
+        let own = groups(w.pid());
+        for p in &family {
+            for (names, path) in groups(*p) {
+                let app_group = path.ends_with(&format!("/warren/{}/hello", w.pid()));
+                let is_used = names.split(',').any(|n| used.contains(&n));
+                if is_used && !names.is_empty() {
+                    assert!(app_group, "{p}: {names} is {path}, not the app's group");
+                } else if !names.is_empty() {
+                    let mine = own.iter().find(|(n, _)| *n == names).map(|(_, p)| p);
+                    assert_eq!(Some(&path), mine, "{p}: {names} left as warren's own");
+                }
+            }
+        }
+    }
     let instances = instance_dirs(w.pid());
     w.stop();
     for d in instances {
