@@ -52,6 +52,8 @@ struct Resp {
     status: Option<(u16, Vec<u8>)>,
     headers: Vec<(Vec<u8>, Vec<u8>)>,
     sent: bool,
+    /// `RESP_END` went out with the last of the `Content-Length` bytes (see `send_result`).
+    ended: bool,
     /// The master cancelled the request (its client left) while the app was writing.
     cancelled: bool,
 }
@@ -81,6 +83,16 @@ impl Resp {
         head.encode_frame(conn.out());
         self.sent = true;
         Ok(())
+    }
+}
+
+impl Resp {
+    /// The `Content-Length` the app declared, if any (and valid).
+    fn content_length(&self) -> Option<u64> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(b"content-length"))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok())
     }
 }
 
@@ -503,7 +515,18 @@ impl<'a, 'py> Worker<'a, 'py> {
             sent
         });
         let mut conn = self.conn.borrow_mut();
+        let ended = resp.borrow().ended;
         match outcome {
+            // The response went out whole; an error while finishing the iterator is the
+            // app's to hear about, not the client's.
+            Err(e) if ended => {
+                eprintln!(
+                    "warren-worker: app {}: request {id:016x}: the iterator raised after the whole body was sent:",
+                    self.name
+                );
+                e.display(self.py);
+            }
+            Ok(()) if ended => {}
             Ok(()) => {
                 let sent_head = resp.borrow_mut().send_head(&mut conn);
                 if let Err(e) = sent_head {
@@ -574,17 +597,45 @@ impl<'a, 'py> Worker<'a, 'py> {
         if let Ok(tuple) = result.cast::<PyTuple>() {
             return self.send_all(tuple.as_slice().to_vec(), resp);
         }
+        // Each block goes out as soon as the app yields it (PEP 3333). When the blocks reach
+        // the declared Content-Length, the response is complete: `RESP_END` goes in the same
+        // write, which saves the front a wake-up per request (a framework's response is an
+        // iterator, not a list). The iterator is still run to its end and closed; bytes past
+        // the declared length are dropped, as an HTTP client would never read them.
+        let mut left = None;
         for item in result.try_iter()? {
             let item = item?;
             let data = as_bytes(&item)?;
             if data.is_empty() {
                 continue;
             }
+            let mut resp = resp.borrow_mut();
+            if resp.ended {
+                eprintln!(
+                    "warren-worker: app {}: the response went past its Content-Length; {} bytes dropped",
+                    self.name,
+                    data.len()
+                );
+                continue;
+            }
             let mut conn = self.conn.borrow_mut();
-            resp.borrow_mut().send_head(&mut conn)?;
+            if !resp.sent {
+                resp.send_head(&mut conn)?;
+                left = resp.content_length();
+            }
             conn.put(Kind::RespBody, data).map_err(io_err)?;
+            if let Some(n) = left.as_mut() {
+                *n = n.saturating_sub(data.len() as u64);
+                if *n == 0 {
+                    conn.put(Kind::RespEnd, b"").map_err(io_err)?;
+                    resp.ended = true;
+                }
+            }
+            // Once ended, what arrives is the next request's, not a cancel of this one.
+            let ended = resp.ended;
+            drop(resp);
             conn.flush().map_err(io_err)?;
-            if conn.cancel_requested() {
+            if !ended && conn.cancel_requested() {
                 // Nobody will read the rest: stop iterating (close() follows as always).
                 break;
             }

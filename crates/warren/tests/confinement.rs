@@ -810,16 +810,27 @@ fn cgroup_v2_runs_in_a_v2_kernel() {
         "CI=1 WARREN_TEST_SLOWDOWN=6 {} --test-threads 2 --skip cgroup_v2_runs_in_a_v2_kernel 2>&1",
         exe.display()
     );
-    let out = Command::new(repo_root().join("scripts/vm/run"))
-        .arg(&command)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running scripts/vm/run");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let run = || {
+        let out = Command::new(repo_root().join("scripts/vm/run"))
+            .arg(&command)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running scripts/vm/run");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out, text)
+    };
+    let (mut out, mut text) = run();
+    // Multi-threaded TCG can miss the guest kernel's live patching of its own code (a
+    // breakpoint left in a static branch): the guest kernel dies with an int3 oops. That is the
+    // emulator's fault, not the code under test; the run is made once more, and only then.
+    if !out.status.success() && text.contains("Oops: int3") {
+        eprintln!("guest kernel oops under emulation (int3 during code patching); running again");
+        (out, text) = run();
+    }
     assert!(
         out.status.success(),
         "the tests failed on cgroup v2 ({}):\n{text}",

@@ -278,6 +278,30 @@ fn close_that_raises_does_not_cut_a_complete_response() {
 }
 
 #[test]
+fn an_iterator_that_raises_after_its_whole_body_does_not_cut_the_response() {
+    let w = start();
+    let mut c = w.client(HOST);
+    let resp = c.get("/complete-then-raise");
+    ok(&resp);
+    assert_eq!(resp.text(), "whole body");
+    assert!(
+        w.wait_for_log_line(
+            Duration::from_secs(10),
+            &["raised-after-the-body-marker", "app=\"pep\""]
+        ),
+        "the exception is not in the log:\n{}",
+        w.logs()
+    );
+    // The worker and the connection carry on; close() was called.
+    let resp = c.get("/write");
+    ok(&resp);
+    assert_eq!(resp.text(), "one,two,three");
+    drop(c);
+    assert_eq!(closes(&w), "complete-then-raise=1");
+    w.stop();
+}
+
+#[test]
 fn start_response_may_be_called_inside_the_returned_generator() {
     let w = start();
     let resp = w.get(HOST, "/lazy-start");
@@ -766,11 +790,13 @@ fn wrong_length_body(send: usize) -> Vec<u8> {
 #[test]
 fn wrong_content_length_from_the_app_cannot_desync_the_connection() {
     let w = start();
-    for (claim, send) in [(100usize, 5usize), (5, 200)] {
+    // A list is checked whole; an iterator's blocks go out one by one (and the worker ends
+    // the response itself once the declared length has gone out).
+    for (claim, send, iter) in [(100usize, 5usize, 0), (5, 200, 0), (100, 5, 1), (5, 200, 1)] {
         let mut c = w.client(HOST);
         c.send(
             format!(
-                "GET /wrong-length?claim={claim}&send={send} HTTP/1.1\r\nHost: {HOST}\r\n\r\n\
+                "GET /wrong-length?claim={claim}&send={send}&iter={iter} HTTP/1.1\r\nHost: {HOST}\r\n\r\n\
                  GET /length?size=11 HTTP/1.1\r\nHost: {HOST}\r\n\r\n"
             )
             .as_bytes(),

@@ -312,7 +312,22 @@ def wrong_length(environ, start_response):
     spill = b"HTTP/1.1 299 Spilled\r\nContent-Length: 0\r\n\r\n"
     body = (b"abcde" + spill * (send // len(spill) + 1))[:send]
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(claim))])
+    if q.get("iter") == "1":
+        # As a framework answers: an iterator, the body in two blocks.
+        return iter([body[: send // 2], body[send // 2:]])
     return [body]
+
+
+def complete_then_raise(environ, start_response):
+    """Declares Content-Length, yields all of it in two blocks, then raises."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+
+    def body():
+        yield b"whole "
+        yield b"body"
+        raise RuntimeError("raised-after-the-body-marker")
+
+    return Closing("complete-then-raise", body())
 
 
 def custom_status(environ, start_response):
@@ -395,6 +410,7 @@ ROUTES = {
     "nolength": without_length,
     "input": input_route,
     "wrong-length": wrong_length,
+    "complete-then-raise": complete_then_raise,
     "custom-status": custom_status,
     "cookies": cookies,
     "pid": lambda environ, start_response: text(start_response, str(os.getpid())),
