@@ -600,8 +600,8 @@ impl<'a, 'py> Worker<'a, 'py> {
         // Each block goes out as soon as the app yields it (PEP 3333). When the blocks reach
         // the declared Content-Length, the response is complete: `RESP_END` goes in the same
         // write, which saves the front a wake-up per request (a framework's response is an
-        // iterator, not a list). The iterator is still run to its end and closed; bytes past
-        // the declared length are dropped, as an HTTP client would never read them.
+        // iterator, not a list). The iterator is still run to its end and closed; if it
+        // yields past the declared length it is stopped there, as no client reads further.
         let mut left = None;
         for item in result.try_iter()? {
             let item = item?;
@@ -611,12 +611,14 @@ impl<'a, 'py> Worker<'a, 'py> {
             }
             let mut resp = resp.borrow_mut();
             if resp.ended {
+                // Nobody reads past the declared length, and the master has the worker back:
+                // stop iterating (close() follows) rather than run an endless body.
                 eprintln!(
-                    "warren-worker: app {}: the response went past its Content-Length; {} bytes dropped",
-                    self.name,
-                    data.len()
+                    "warren-worker: app {}: the response went past its Content-Length; the \
+                     rest is dropped",
+                    self.name
                 );
-                continue;
+                break;
             }
             let mut conn = self.conn.borrow_mut();
             if !resp.sent {

@@ -841,6 +841,11 @@ fn wrong_content_length_from_the_app_cannot_desync_the_connection() {
         !logs.contains("panicked"),
         "warren panicked on an app's wrong Content-Length:\n{logs}"
     );
+    // The iterator that went past its length was stopped there, and the log says so.
+    assert!(
+        logs.contains("went past its Content-Length"),
+        "no word of the body past its Content-Length:\n{logs}"
+    );
 }
 
 #[test]
