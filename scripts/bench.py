@@ -243,22 +243,25 @@ def tree_cpu_s(pid):
     return total / tick
 
 
+def run_wrk_cpu(server, conns, duration):
+    """`run_wrk` on `server`; for a warren, also the CPU time of warren and its workers per
+    request (`cpu_us_per_req`): unlike requests/s, it does not move with what else the machine
+    (or its host) is doing."""
+    root = server.procs[0].pid if server.name.startswith("warren") else None
+    before = tree_cpu_s(root) if root else 0.0
+    r = run_wrk(server.port, APPS[server.app][3], conns, duration)
+    if root and r["rps"] > 0:
+        r["cpu_us_per_req"] = (tree_cpu_s(root) - before) / (r["rps"] * duration) * 1e6
+    return r
+
+
 def measure(server):
     point = {}
-    root = server.procs[0].pid if server.name.startswith("warren") else None
     for conns in CONNECTIONS:
-        runs = []
-        for _ in range(REPEATS):
-            before = tree_cpu_s(root) if root else 0.0
-            r = run_wrk(server.port, APPS[server.app][3], conns)
-            if root and r["rps"] > 0:
-                # CPU time of warren and its workers per request: unlike requests/s, it does not
-                # move with what else the machine (or its host) is doing.
-                r["cpu_us_per_req"] = (tree_cpu_s(root) - before) / (r["rps"] * DURATION) * 1e6
-            runs.append(r)
-        runs.sort(key=lambda r: r["rps"])
+        runs = sorted((run_wrk_cpu(server, conns, DURATION) for _ in range(REPEATS)),
+                      key=lambda r: r["rps"])
         point[conns] = runs[len(runs) // 2]
-        if root:
+        if server.name.startswith("warren"):
             point[conns]["cpu_us_per_req"] = statistics.median(
                 r["cpu_us_per_req"] for r in runs if "cpu_us_per_req" in r)
     point["answered32"] = connections_answered(server.port, APPS[server.app][3])
@@ -375,13 +378,10 @@ def interleaved(app, tmp):
     cpu = {c: {"warren": [], "warren-open": []} for c in CONNECTIONS}
 
     def run(server, conns):
-        root = server.procs[0].pid
-        before = tree_cpu_s(root)
-        rps = run_wrk(server.port, path, conns, PAIR_DURATION)["rps"]
-        if rps:
-            cpu[conns][server.name].append(
-                (tree_cpu_s(root) - before) / (rps * PAIR_DURATION) * 1e6)
-        return rps
+        r = run_wrk_cpu(server, conns, PAIR_DURATION)
+        if "cpu_us_per_req" in r:
+            cpu[conns][server.name].append(r["cpu_us_per_req"])
+        return r["rps"]
 
     try:
         on.start()

@@ -84,9 +84,7 @@ impl Resp {
         self.sent = true;
         Ok(())
     }
-}
 
-impl Resp {
     /// The `Content-Length` the app declared, if any (and valid).
     fn content_length(&self) -> Option<u64> {
         self.headers

@@ -510,6 +510,14 @@ pub struct Proc {
     pub cmdline: String,
 }
 
+/// The fields of `/proc/PID/stat` from the third on (`state ppid pgrp ...`; `fields[0]` is
+/// field 3 of proc(5)). The command name before them may hold anything: split after the last ')'.
+pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
 /// Every live process (zombies left out).
 pub fn proc_list() -> Vec<Proc> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -519,10 +527,7 @@ pub fn proc_list() -> Vec<Proc> {
         .flatten()
         .filter_map(|entry| {
             let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // `pid (comm) state ppid pgrp ...`; comm may hold anything: split after the last ')'.
-            let rest = &stat[stat.rfind(')')? + 1..];
-            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let fields = stat_fields(pid)?;
             if fields.len() < 3 || fields[0] == "Z" || fields[0] == "X" {
                 return None;
             }
