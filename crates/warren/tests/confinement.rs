@@ -222,6 +222,12 @@ fn each_app_gets_a_limited_cgroup_under_warren_that_goes_with_it() {
     if !needs_root() {
         return;
     }
+    // The parent group outlives warren: set back to the default weight, it must be weighed again.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let (weight, file) = warren_sandbox::cgroup::parent_weight(cpus, cgroup_v2());
+    let default_weight = if cgroup_v2() { "100" } else { "1024" };
+    let cpu_root = Path::new("/sys/fs/cgroup").join(if cgroup_v2() { "" } else { "cpu" });
+    let _ = std::fs::write(cpu_root.join("warren").join(file), default_weight);
     let w = Warren::start(&hello_config(""));
     w.wait_workers("hello", 2);
     w.get("hello.localhost", "/").assert_ok();
@@ -253,6 +259,12 @@ fn each_app_gets_a_limited_cgroup_under_warren_that_goes_with_it() {
         assert_eq!(read_trim(&cpu.join("cpu.cfs_period_us")), "100000");
         assert_eq!(read_trim(&cpu.join("cpu.cfs_quota_us")), "50000");
     }
+    // Warren's parent group outweighs a front thread on every CPU (the app groups keep the
+    // default weight among themselves).
+    let parent = dirs[0].ancestors().nth(2).expect("warren/<pid>/hello");
+    assert_eq!(parent, cpu_root.join("warren"));
+    assert_eq!(read_trim(&parent.join(file)), weight.to_string());
+    assert_eq!(read_trim(&dirs[0].join(file)), default_weight);
     // Every process warren started for the app is inside, in every hierarchy; warren is not.
     let family: Vec<u32> = support::descendants(w.pid())
         .into_iter()
