@@ -18,8 +18,9 @@
 //!   scope, whose shell warren must not move) is refused with the reason. cgroup v1 has no delegation: without root it is not
 //!   available, and [`Cgroups::new`] says why.
 //!
-//! The parent group weighs [`PARENT_TASKS_PER_CPU`] tasks per CPU against the front's threads
-//! ([`parent_weight`] says why); each app group keeps the default weight among its siblings.
+//! Where the front's threads are tasks of the cgroup that holds the parent group, the parent
+//! weighs [`PARENT_TASKS_PER_CPU`] tasks per CPU against them ([`parent_weight`] says why); each
+//! app group keeps the default weight among its siblings.
 //!
 //! Limits are written with the controllers' own setters, each checked: cgroups-rs's
 //! `apply(&Resources)` ignores a failed write, and a limit that silently did not apply is what
@@ -152,10 +153,35 @@ impl Cgroups {
         Ok(me)
     }
 
-    /// Gives warren's parent group the CPU weight of [`parent_weight`]. A failure costs speed,
-    /// not confinement, so it is logged rather than fatal.
+    /// Gives warren's parent group the CPU weight of [`parent_weight`] when the front's threads
+    /// are tasks of the cgroup that holds it (see there). A failure costs speed, not
+    /// confinement, so it is logged rather than fatal. The weight is shared by every warren on
+    /// the machine (they all write the same value) and stays when warren exits.
     fn weigh_parent(&self) {
-        let (weight, _) = parent_weight(cpus(), hierarchy().v2());
+        let v2 = hierarchy().v2();
+        let own = cgroups_rs::fs::cgroup::get_cgroups_relative_paths()
+            .ok()
+            .and_then(|m| m.get(if v2 { "" } else { "cpu" }).cloned())
+            .unwrap_or_default();
+        if !holds_front(&self.parent, &own) {
+            tracing::debug!(
+                cgroup = %self.parent,
+                own_cpu_cgroup = %own,
+                "warren's parent group keeps the default CPU weight: the front runs in a cgroup \
+                 of its own, which competes with it group to group"
+            );
+            return;
+        }
+        let cpus = cpus();
+        let (weight, _) = parent_weight(cpus, v2);
+        if weight < PARENT_TASKS_PER_CPU * cpus * if v2 { 100 } else { 1024 } {
+            tracing::info!(
+                weight,
+                cpus,
+                "warren's parent group gets the kernel's highest CPU weight, less than two tasks \
+                 per CPU on this many CPUs"
+            );
+        }
         let set = Cgroup::new_with_specified_controllers(hierarchy(), &self.parent, Some(used()))
             .map_err(|e| e.to_string())
             .and_then(|cg| {
@@ -360,24 +386,44 @@ fn delegate(root: &Path) -> Result<String, CgroupError> {
     )))
 }
 
-/// The CPUs the apps' workers spread over.
-fn cpus() -> u64 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+/// Whether the front, in the CPU cgroup `own` (as `/proc/self/cgroup` gives it), is made of
+/// tasks of the cgroup that holds `parent` (both relative to the mount).
+fn holds_front(parent: &str, own: &str) -> bool {
+    let holder = Path::new(parent).parent().unwrap_or(Path::new(""));
+    Path::new(own.trim_matches('/')) == holder
+}
+
+/// The CPUs the apps' workers may run on: warren's affinity, which they inherit (not
+/// `available_parallelism`, which also counts warren's own CPU quota, a limit the apps' groups
+/// are outside of).
+pub fn cpus() -> u64 {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map(|set| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|&i| set.is_set(i).unwrap_or(false))
+                .count() as u64
+        })
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// `(weight, file)` for warren's parent group on a machine with `cpus` CPUs: the weight of
 /// [`PARENT_TASKS_PER_CPU`] default-weight tasks on every CPU (`cpu.shares`, 1024 a task, on
 /// v1; `cpu.weight`, 100 a task, on v2; clamped to the kernel's range).
 ///
-/// The front's threads and the parent group compete at the top of the CPU hierarchy, and a
-/// group's weight is divided among the CPUs its tasks run on. At the default weight, all apps
+/// Where the front's threads are tasks of the cgroup that holds the parent group (as root with
+/// warren in the root CPU cgroup, as a v1 host starts it), they compete with it thread by
+/// thread, and a group's weight is divided among the CPUs its tasks run on. At the default weight, all apps
 /// together would weigh one task spread over the machine: half a task per CPU on two CPUs,
 /// against a whole one for each front thread, so a front thread that wakes to read one response
 /// would preempt the worker busy with the next request (measured on Flask: 0.54 involuntary
 /// switches per request in the worker, and ~9% less throughput than unconfined workers, which
 /// weigh a task each). Two tasks per CPU keep the worker running until it blocks (0.02 switches
 /// per request). Between apps nothing changes: each app group keeps the default weight, and
-/// its CPU quota still caps it.
+/// its CPU quota still caps it. Where the front runs in a cgroup of its own (a delegated
+/// subtree's `supervisor`, a systemd unit) the two compete group to group, and the default
+/// weight is left. `cpu.weight` tops out at 10,000: above 50 CPUs the group weighs less than
+/// two tasks per CPU.
 pub fn parent_weight(cpus: u64, v2: bool) -> (u64, &'static str) {
     let tasks = PARENT_TASKS_PER_CPU * cpus.max(1);
     if v2 {
@@ -629,5 +675,18 @@ mod tests {
         assert_eq!(parent_weight(0, true), (200, "cpu.weight"));
         assert_eq!(parent_weight(512, true), (10_000, "cpu.weight"));
         assert_eq!(parent_weight(512, false), (262_144, "cpu.shares"));
+    }
+
+    #[test]
+    fn only_a_front_in_the_holding_cgroup_gets_the_parent_weighed() {
+        assert!(holds_front("warren", "/"));
+        // Delegated: warren in D/supervisor, its groups in D/warren.
+        assert!(!holds_front(
+            "user.slice/d/warren",
+            "/user.slice/d/supervisor"
+        ));
+        assert!(holds_front("user.slice/d/warren", "/user.slice/d"));
+        // A systemd unit beside warren/ at the top.
+        assert!(!holds_front("warren", "/system.slice/warren.service"));
     }
 }
