@@ -37,6 +37,9 @@ impl Confinement {
             .any(|f| f.mechanism == Mechanism::Cgroups && f.status != Status::NotAvailable)
             .then(Cgroups::new)
             .and_then(Result::ok);
+        if let Some(cg) = &cgroups {
+            cg.weigh_parent();
+        }
         Confinement { findings, cgroups }
     }
 

@@ -149,15 +149,15 @@ impl Cgroups {
             parent,
         };
         me.clean_stale();
-        me.weigh_parent();
         Ok(me)
     }
 
     /// Gives warren's parent group the CPU weight of [`parent_weight`] when the front's threads
-    /// are tasks of the cgroup that holds it (see there). A failure costs speed, not
-    /// confinement, so it is logged rather than fatal. The weight is shared by every warren on
-    /// the machine (they all write the same value) and stays when warren exits.
-    fn weigh_parent(&self) {
+    /// are tasks of the cgroup that holds it (see there). `warren serve` calls it once at start;
+    /// `warren doctor`, which only looks, does not. A failure costs speed, not confinement, so
+    /// it is logged rather than fatal. The weight is shared by every warren on the machine
+    /// (they all write the same value) and stays when warren exits.
+    pub fn weigh_parent(&self) {
         let v2 = hierarchy().v2();
         let own = cgroups_rs::fs::cgroup::get_cgroups_relative_paths()
             .ok()
@@ -174,7 +174,7 @@ impl Cgroups {
         }
         let cpus = cpus();
         let (weight, _) = parent_weight(cpus, v2);
-        if weight < PARENT_TASKS_PER_CPU * cpus * if v2 { 100 } else { 1024 } {
+        if weight < parent_weight(1, v2).0 * cpus {
             tracing::info!(
                 weight,
                 cpus,
@@ -425,12 +425,12 @@ pub fn cpus() -> u64 {
 /// weight is left. `cpu.weight` tops out at 10,000: above 50 CPUs the group weighs less than
 /// two tasks per CPU.
 pub fn parent_weight(cpus: u64, v2: bool) -> (u64, &'static str) {
-    let tasks = PARENT_TASKS_PER_CPU * cpus.max(1);
-    if v2 {
-        ((100 * tasks).min(10_000), "cpu.weight")
+    let (task, max, file) = if v2 {
+        (100, 10_000, "cpu.weight")
     } else {
-        ((1024 * tasks).min(262_144), "cpu.shares")
-    }
+        (1024, 262_144, "cpu.shares")
+    };
+    ((task * PARENT_TASKS_PER_CPU * cpus.max(1)).min(max), file)
 }
 
 /// Whether `pid` runs a `warren` binary (so that a reused pid is not mistaken for a live warren).

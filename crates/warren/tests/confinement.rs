@@ -189,6 +189,19 @@ fn instance_dirs(pid: u32) -> Vec<PathBuf> {
     }
 }
 
+/// `(controllers, path)` for each line of `/proc/PID/cgroup` (`""` for the v2 line).
+fn cgroup_lines(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(':')?;
+            let (names, path) = rest.split_once(':')?;
+            Some((names.to_owned(), path.to_owned()))
+        })
+        .collect()
+}
+
 fn read_trim(path: &Path) -> String {
     std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
@@ -262,18 +275,15 @@ fn each_app_gets_a_limited_cgroup_under_warren_that_goes_with_it() {
     // Where the front's threads are tasks of the root CPU cgroup, warren's parent group
     // outweighs each of them on every CPU; where the front has a cgroup of its own, the two keep
     // the default weight. The app groups keep the default weight among themselves.
-    let own_cpu_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", w.pid()))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            let (_, rest) = l.split_once(':')?;
-            let (names, path) = rest.split_once(':')?;
+    let own_cpu_cgroup = cgroup_lines(w.pid())
+        .into_iter()
+        .find_map(|(names, path)| {
             let cpu = if cgroup_v2() {
                 names.is_empty()
             } else {
                 names.split(',').any(|n| n == "cpu")
             };
-            cpu.then(|| path.to_owned())
+            cpu.then_some(path)
         })
         .expect("warren's CPU cgroup");
     let expected = if own_cpu_cgroup == "/" {
@@ -305,23 +315,12 @@ fn each_app_gets_a_limited_cgroup_under_warren_that_goes_with_it() {
         enabled.sort_unstable();
         assert_eq!(enabled, ["cpu", "memory", "pids"]);
     } else {
-        let groups = |pid: u32| -> Vec<(String, String)> {
-            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| {
-                    let (_, rest) = l.split_once(':')?;
-                    let (names, path) = rest.split_once(':')?;
-                    Some((names.to_owned(), path.to_owned()))
-                })
-                .collect()
-        };
         let used = ["cpu", "memory", "pids", "freezer"];
-        let own = groups(w.pid());
+        let own = cgroup_lines(w.pid());
         let app_group = format!("/warren/{}/hello", w.pid());
         // The `0::` line of a hybrid layout names no controller: it is not warren's to place.
         for p in &family {
-            for (names, path) in groups(*p).into_iter().filter(|(n, _)| !n.is_empty()) {
+            for (names, path) in cgroup_lines(*p).into_iter().filter(|(n, _)| !n.is_empty()) {
                 if names.split(',').any(|n| used.contains(&n)) {
                     assert!(
                         path.ends_with(&app_group),

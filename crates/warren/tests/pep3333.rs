@@ -256,48 +256,41 @@ fn close_is_called_after_a_normal_response() {
 
 #[test]
 fn close_that_raises_does_not_cut_a_complete_response() {
-    let w = start();
-    let mut c = w.client(HOST);
-    let resp = c.get("/close/close-raises");
-    ok(&resp);
-    assert_eq!(resp.text(), "whole body");
-    assert!(
-        w.wait_for_log_line(
-            Duration::from_secs(10),
-            &["close-raises-marker", "app=\"pep\""]
-        ),
-        "the exception from close() is not in the log:\n{}",
-        w.logs()
+    error_after_the_whole_body(
+        "/close/close-raises",
+        "close-raises-marker",
+        "close-raises=1",
     );
-    // The worker and the connection carry on.
-    let resp = c.get("/write");
-    ok(&resp);
-    drop(c);
-    assert_eq!(closes(&w), "close-raises=1");
-    w.stop();
 }
 
 #[test]
 fn an_iterator_that_raises_after_its_whole_body_does_not_cut_the_response() {
+    error_after_the_whole_body(
+        "/complete-then-raise",
+        "raised-after-the-body-marker",
+        "complete-then-raise=1",
+    );
+}
+
+/// `path` answers "whole body" and then raises (in its iterator or its close()): the client
+/// gets the whole response, the exception (with `marker`) is logged against the app, close()
+/// was called once (`closed`), and the worker and the connection carry on.
+fn error_after_the_whole_body(path: &str, marker: &str, closed: &str) {
     let w = start();
     let mut c = w.client(HOST);
-    let resp = c.get("/complete-then-raise");
+    let resp = c.get(path);
     ok(&resp);
     assert_eq!(resp.text(), "whole body");
     assert!(
-        w.wait_for_log_line(
-            Duration::from_secs(10),
-            &["raised-after-the-body-marker", "app=\"pep\""]
-        ),
+        w.wait_for_log_line(Duration::from_secs(10), &[marker, "app=\"pep\""]),
         "the exception is not in the log:\n{}",
         w.logs()
     );
-    // The worker and the connection carry on; close() was called.
     let resp = c.get("/write");
     ok(&resp);
     assert_eq!(resp.text(), "one,two,three");
     drop(c);
-    assert_eq!(closes(&w), "complete-then-raise=1");
+    assert_eq!(closes(&w), closed);
     w.stop();
 }
 
