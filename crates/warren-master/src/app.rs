@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::AcqRel, Or
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
-use tokio::net::UnixStream;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::{Duration, Instant};
 
@@ -18,12 +17,13 @@ use warren_config::App;
 use crate::DispatchError;
 use crate::queue::Queue;
 use crate::ratelimit::{APP_LOG_BURST, APP_LOG_PER_SECOND, TokenBucket};
+use crate::sock::WorkerSocket;
 use crate::stats::AppStats;
 
 /// The master's connection to one worker process.
 #[derive(Debug)]
 pub struct WorkerConn {
-    pub(crate) stream: UnixStream,
+    pub(crate) stream: WorkerSocket,
     /// Bytes read from the worker and not yet consumed; kept across requests.
     pub(crate) rbuf: BytesMut,
     pub pid: i32,
@@ -38,7 +38,7 @@ pub struct WorkerConn {
 }
 
 impl WorkerConn {
-    pub(crate) fn new(stream: UnixStream, pid: i32, epoch: u64) -> Self {
+    pub(crate) fn new(stream: WorkerSocket, pid: i32, epoch: u64) -> Self {
         WorkerConn {
             epoch,
             stream,

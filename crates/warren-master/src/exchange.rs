@@ -24,16 +24,16 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body::Body;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use warren_protocol::{
-    BODY_CHUNK, FRAME_HEADER, Kind, ResponseHead, put_frame, put_header, split_frame,
+    BODY_CHUNK, FRAME_HEADER, Kind, ResponseHead, parse_header, put_frame, put_header, split_frame,
 };
 
 use crate::DispatchError;
 use crate::app::{AppState, WorkerConn};
 use crate::body::{BodyError, ResponseBody};
+use crate::sock::WorkerSocket;
 
 /// Response frames buffered between the worker and a slow client, per request.
 const CHANNEL_CHUNKS: usize = 4;
@@ -71,11 +71,13 @@ struct PumpState {
 /// A `CANCEL` frame, ready to write.
 const CANCEL: [u8; FRAME_HEADER] = [Kind::Cancel as u8, 0, 0, 0, 0];
 
+/// Fewest bytes asked of the socket by one read: a small response's frames arrive together.
+const READ_MIN: usize = 4096;
+/// Most bytes asked of the socket by one read.
+const READ_MAX: usize = 64 * 1024;
+
 /// Reads one frame from the worker: kind and payload.
-async fn read_frame<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    rbuf: &mut BytesMut,
-) -> io::Result<(Kind, Bytes)> {
+async fn read_frame(sock: &WorkerSocket, rbuf: &mut BytesMut) -> io::Result<(Kind, Bytes)> {
     loop {
         match split_frame(rbuf) {
             Ok(Some((kind, _, total))) => {
@@ -86,10 +88,16 @@ async fn read_frame<R: AsyncRead + Unpin>(
             Ok(None) => {}
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         }
-        if rbuf.capacity() - rbuf.len() < 8192 {
-            rbuf.reserve(64 * 1024);
-        }
-        if rd.read_buf(rbuf).await? == 0 {
+        // The rest of the frame begun, if its header is in (the read's buffer is zeroed first:
+        // asking for what is coming keeps that small).
+        let missing = rbuf
+            .first_chunk::<FRAME_HEADER>()
+            .and_then(|h| parse_header(*h).ok())
+            .map_or(0, |(_, len)| {
+                (FRAME_HEADER + len).saturating_sub(rbuf.len())
+            });
+        let want = (missing + FRAME_HEADER).clamp(READ_MIN, READ_MAX);
+        if sock.read_into(rbuf, want).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
@@ -215,14 +223,14 @@ impl Drop for Exchange {
 /// response.
 async fn recover(app: Arc<AppState>, mut w: WorkerConn, rest: Bytes) {
     let sent = w.stream.write_all(&rest).await.is_ok() && w.stream.write_all(&CANCEL).await.is_ok();
-    if sent && discard(&mut w.stream, &mut w.rbuf).await {
+    if sent && discard(&w.stream, &mut w.rbuf).await {
         app.checkin(w);
     }
 }
 
 /// Reads and drops response frames up to the end of the response; whether the worker is
 /// reusable.
-async fn discard<R: AsyncRead + Unpin>(rd: &mut R, rbuf: &mut BytesMut) -> bool {
+async fn discard(rd: &WorkerSocket, rbuf: &mut BytesMut) -> bool {
     loop {
         match read_frame(rd, rbuf).await {
             Ok((Kind::RespEnd | Kind::RespAbort, _)) => return true,
@@ -271,7 +279,7 @@ impl Exchange {
                 Err(e) => return Err(failed(&e, self.written)),
             }
         }
-        let head = match read_frame(&mut w.stream, &mut w.rbuf).await {
+        let head = match read_frame(&w.stream, &mut w.rbuf).await {
             Ok((Kind::RespHead, payload)) => payload,
             Ok((kind, _)) => {
                 let e = io::Error::new(
@@ -319,14 +327,14 @@ impl Exchange {
                 }
             }
             if outcome == Forwarded::Ended {
-                outcome = forward(&app, pid, &mut w.stream, &mut w.rbuf, None, &tx, None).await;
+                outcome = forward(&app, pid, &w.stream, &mut w.rbuf, None, &tx, None).await;
             }
             let reusable = match outcome {
                 Forwarded::Ended => true,
                 Forwarded::Broken => false,
                 Forwarded::ClientGone => {
                     w.stream.write_all(&CANCEL).await.is_ok()
-                        && discard(&mut w.stream, &mut w.rbuf).await
+                        && discard(&w.stream, &mut w.rbuf).await
                 }
             };
             if reusable {
@@ -340,7 +348,7 @@ impl Exchange {
 /// Runs a request with a body on `w`: the head now, the body and the response concurrently.
 pub(crate) async fn with_body<B>(
     app: Arc<AppState>,
-    mut w: WorkerConn,
+    w: WorkerConn,
     frame: Bytes,
     body: B,
     limits: BodyLimits,
@@ -385,13 +393,14 @@ async fn drive<B>(
     let stop = Notify::new();
     let state = PumpState::default();
     let WorkerConn { stream, rbuf, .. } = &mut w;
-    let (mut rd, mut wr) = stream.split();
+    // Reader and pump share the socket: reads and writes never wait on each other.
+    let sock: &WorkerSocket = stream;
     let (outcome, pumped) = {
-        let mut pump = std::pin::pin!(pump(&mut wr, body, limits, &stop, &state));
+        let mut pump = std::pin::pin!(pump(sock, body, limits, &stop, &state));
         let mut read = std::pin::pin!(forward(
             &app,
             pid,
-            &mut rd,
+            sock,
             rbuf,
             Some(head_tx),
             &tx,
@@ -422,7 +431,7 @@ async fn drive<B>(
             Forwarded::Ended => true,
             Forwarded::Broken => false,
             Forwarded::ClientGone => {
-                wr.write_all(&CANCEL).await.is_ok() && discard(&mut rd, rbuf).await
+                sock.write_all(&CANCEL).await.is_ok() && discard(sock, rbuf).await
             }
         };
     if reusable {
@@ -448,15 +457,14 @@ async fn drive<B>(
 
 /// Copies the client's body to the worker. Stops at a frame boundary when `stop` fires, and
 /// always leaves the stream ending with `BODY_END` or `BODY_ABORT`.
-async fn pump<W, B>(
-    wr: &mut W,
+async fn pump<B>(
+    wr: &WorkerSocket,
     mut body: B,
     limits: BodyLimits,
     stop: &Notify,
     state: &PumpState,
 ) -> io::Result<Option<B>>
 where
-    W: AsyncWrite + Unpin,
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
@@ -532,10 +540,10 @@ enum Forwarded {
 
 /// Reads the response from the worker: the head to `head_tx` (if it is still to come), body
 /// frames to `tx`. With `too_large` set by the pump, the head becomes a 413.
-async fn forward<R: AsyncRead + Unpin>(
+async fn forward(
     app: &AppState,
     pid: i32,
-    rd: &mut R,
+    rd: &WorkerSocket,
     rbuf: &mut BytesMut,
     mut head_tx: Option<HeadSender>,
     tx: &mpsc::Sender<Result<Bytes, BodyError>>,

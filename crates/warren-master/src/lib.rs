@@ -19,6 +19,7 @@ mod procfs;
 pub mod queue;
 pub mod ratelimit;
 mod scaler;
+mod sock;
 pub mod stats;
 mod zygote;
 

@@ -17,8 +17,8 @@ use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
 };
 use tokio::io::Interest;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::net::{UnixDatagram, UnixStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::net::UnixDatagram;
 use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use warren_protocol::{FRAME_HEADER, Kind, parse_header};
 
 use crate::app::{AppState, Health, WorkerConn};
 use crate::confinement::{AppSandbox, Confinement, report_usage};
+use crate::sock::WorkerSocket;
 
 /// How long a new worker may take to say READY.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -237,7 +238,7 @@ async fn run_zygote(
 
     let mut ready = false;
     let mut next_token = 0u32;
-    let mut pending: HashMap<u32, (UnixStream, Instant)> = HashMap::new();
+    let mut pending: HashMap<u32, (WorkerSocket, Instant)> = HashMap::new();
     // Start time of each running worker, to tell a crash loop from an occasional death.
     let mut started_at: HashMap<i32, Instant> = HashMap::new();
     // Workers' pids inside the zygote's pid namespace → as seen here.
@@ -408,7 +409,7 @@ async fn run_zygote(
 }
 
 /// Creates the worker's socket pair and sends the worker's end to the zygote.
-async fn request_fork(control: &UnixDatagram, token: u32) -> std::io::Result<UnixStream> {
+async fn request_fork(control: &UnixDatagram, token: u32) -> std::io::Result<WorkerSocket> {
     // Blocking for the worker (it does plain blocking I/O); ours is made non-blocking below.
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
@@ -437,9 +438,7 @@ async fn request_fork(control: &UnixDatagram, token: u32) -> std::io::Result<Uni
         }
     }
     drop(theirs);
-    let ours = std::os::unix::net::UnixStream::from(ours);
-    ours.set_nonblocking(true)?;
-    UnixStream::from_std(ours)
+    WorkerSocket::new(std::os::unix::net::UnixStream::from(ours))
 }
 
 async fn receive(control: &UnixDatagram) -> std::io::Result<Msg> {
@@ -454,7 +453,7 @@ async fn receive(control: &UnixDatagram) -> std::io::Result<Msg> {
 /// Waits for a forked worker's `READY`, then puts it in the pool.
 async fn await_ready(
     app: Arc<AppState>,
-    mut stream: UnixStream,
+    stream: WorkerSocket,
     pid: i32,
     asked: Instant,
     epoch: u64,

@@ -5,7 +5,7 @@
 //! The request body is read lazily through [`Conn::body_peek`] / [`Conn::body_consume`], which
 //! is what makes `wsgi.input` stream instead of buffering an upload.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
@@ -77,16 +77,26 @@ impl Conn {
     }
 
     /// Reads more bytes from the socket; `Ok(false)` at end of stream.
+    ///
+    /// It never sleeps inside `recv`: a reader asleep on a Unix stream socket is woken each time
+    /// its peer frees send space (when the master reads the response, at every request), and
+    /// sleeps again with nothing read. `poll` for `POLLIN` is woken by data and hang-up only.
     fn fill(&mut self, want: usize) -> io::Result<bool> {
         self.make_room(want);
+        let fd = self.sock.as_raw_fd();
         loop {
-            match self.sock.read(&mut self.rbuf[self.rend..]) {
+            match nix::sys::socket::recv(
+                fd,
+                &mut self.rbuf[self.rend..],
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            ) {
                 Ok(n) => {
                     self.rend += n;
                     return Ok(n > 0);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(nix::errno::Errno::EAGAIN) => wait_readable(&self.sock)?,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -280,6 +290,17 @@ impl Conn {
             r?;
         }
         Ok(())
+    }
+}
+
+/// Sleeps until `sock` has something to read (or is hung up).
+fn wait_readable(sock: &UnixStream) -> io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::NONE) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

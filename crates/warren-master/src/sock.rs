@@ -1,0 +1,198 @@
+//! The master's end of a worker's socket, registered with the reactor for reading only.
+//!
+//! A Unix stream socket wakes everyone waiting on it with "writable" each time its peer frees
+//! receive space, whether or not the writer was short of room: here, each time a worker reads
+//! its request. A socket registered for both directions (as `tokio::net::UnixStream` is) would
+//! so wake the front's thread once more per request, for nothing; on a machine of two or
+//! three busy tasks per core that wake-up is a cross-CPU interrupt and a context switch.
+//! This socket's registration asks for readability only. A write that finds the socket full
+//! (a large request body) registers a duplicate of the descriptor for writability for as long
+//! as it waits.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+
+use bytes::BytesMut;
+use tokio::io::Interest;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+
+/// A non-blocking Unix stream socket to a worker.
+#[derive(Debug)]
+pub(crate) struct WorkerSocket {
+    fd: AsyncFd<UnixStream>,
+}
+
+impl WorkerSocket {
+    /// Takes `sock` (made non-blocking here) into the current runtime's reactor.
+    pub(crate) fn new(sock: UnixStream) -> io::Result<WorkerSocket> {
+        sock.set_nonblocking(true)?;
+        Ok(WorkerSocket {
+            fd: register(sock, Interest::READABLE)?,
+        })
+    }
+
+    /// Reads what has arrived into `buf`, waiting for at least one byte; 0 at end of stream.
+    pub(crate) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut ready = self.fd.readable().await?;
+            let asked = buf.len();
+            if let Some(r) = attempt(&mut ready, asked, |s| s.read(buf)) {
+                return r;
+            }
+        }
+    }
+
+    /// Appends at most `max` bytes to `buf` as [`WorkerSocket::read`]; 0 at end of stream.
+    /// Cancel-safe: `buf` is only grown between the wait and the read, never across an await.
+    pub(crate) async fn read_into(&self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+        loop {
+            let mut ready = self.fd.readable().await?;
+            let start = buf.len();
+            buf.resize(start + max, 0);
+            let r = attempt(&mut ready, max, |s| s.read(&mut buf[start..]));
+            buf.truncate(start + r.as_ref().and_then(|r| r.as_ref().ok()).unwrap_or(&0));
+            if let Some(r) = r {
+                return r;
+            }
+        }
+    }
+
+    /// Fills `buf` whole.
+    pub(crate) async fn read_exact(&self, mut buf: &mut [u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read(buf).await? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => buf = &mut buf[n..],
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes some of `data`, waiting for room if there is none.
+    pub(crate) async fn write(&self, data: &[u8]) -> io::Result<usize> {
+        loop {
+            match retry_eintr(|| self.fd.get_ref().write(data)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
+                r => return r,
+            }
+        }
+    }
+
+    /// Writes all of `data`.
+    pub(crate) async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            match self.write(data).await? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => data = &data[n..],
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the socket has room. The duplicate's registration reports the current
+    /// state when it is made, so room freed since the failed write is not missed.
+    async fn writable(&self) -> io::Result<()> {
+        let dup = register(self.fd.get_ref().try_clone()?, Interest::WRITABLE)?;
+        let _ready = dup.writable().await?;
+        Ok(())
+    }
+}
+
+/// One non-blocking read through `read`, `asked` bytes long; `None` if there was nothing to
+/// read, which clears the readiness so that the next wait sleeps.
+fn attempt(
+    ready: &mut AsyncFdReadyGuard<'_, UnixStream>,
+    asked: usize,
+    mut read: impl FnMut(&mut &UnixStream) -> io::Result<usize>,
+) -> Option<io::Result<usize>> {
+    match ready.try_io(|s| retry_eintr(|| read(&mut s.get_ref()))) {
+        Ok(Ok(n)) => {
+            // A short read emptied the socket: the next read waits for new data instead of
+            // finding out with a failed call.
+            if n > 0 && n < asked {
+                ready.clear_ready();
+            }
+            Some(Ok(n))
+        }
+        Ok(Err(e)) => Some(Err(e)),
+        Err(_would_block) => None,
+    }
+}
+
+/// Registers `sock` with the reactor for `interest`.
+///
+/// tokio's safe constructor is deprecated because an arbitrary `AsRawFd` might hand out a
+/// different or closed descriptor later; a std `UnixStream` owns its descriptor and always
+/// returns that one, which is exactly the condition the unsafe `register_with_interest` asks
+/// for (and this crate has no unsafe code).
+#[allow(deprecated)]
+fn register(sock: UnixStream, interest: Interest) -> io::Result<AsyncFd<UnixStream>> {
+    AsyncFd::with_interest(sock, interest)
+}
+
+fn retry_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write larger than the socket's buffer waits for the peer to read, then completes.
+    #[tokio::test]
+    async fn a_write_past_the_buffer_waits_for_room() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let a = WorkerSocket::new(a).unwrap();
+        let b = WorkerSocket::new(b).unwrap();
+        let data: Vec<u8> = (0..4 * 1024 * 1024).map(|i| i as u8).collect();
+        let writer = async {
+            a.write_all(&data).await.unwrap();
+            drop(a);
+        };
+        let reader = async {
+            let mut got = BytesMut::new();
+            while b.read_into(&mut got, 64 * 1024).await.unwrap() > 0 {}
+            got
+        };
+        let ((), got) = tokio::join!(writer, reader);
+        assert_eq!(got.len(), data.len());
+        assert!(got[..] == data[..], "the bytes arrive in order, none lost");
+    }
+
+    /// End of stream and exact reads.
+    #[tokio::test]
+    async fn read_exact_reports_a_short_stream() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let b = WorkerSocket::new(b).unwrap();
+        (&a).write_all(b"abc").unwrap();
+        drop(a);
+        let mut two = [0u8; 2];
+        b.read_exact(&mut two).await.unwrap();
+        assert_eq!(&two, b"ab");
+        let err = b.read_exact(&mut two).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// A read given up while it waits leaves the buffer as it was: an exchange the client
+    /// abandons is finished later from the same buffer.
+    #[tokio::test]
+    async fn a_cancelled_read_leaves_the_buffer_alone() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let b = WorkerSocket::new(b).unwrap();
+        let mut buf = BytesMut::from(&b"kept"[..]);
+        let wait = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            b.read_into(&mut buf, 4096),
+        );
+        assert!(wait.await.is_err(), "nothing was sent: the read waits");
+        assert_eq!(&buf[..], b"kept");
+        (&a).write_all(b"!").unwrap();
+        assert_eq!(b.read_into(&mut buf, 4096).await.unwrap(), 1);
+        assert_eq!(&buf[..], b"kept!");
+    }
+}
