@@ -1,7 +1,8 @@
 //! The worker's end of its socket to the master: blocking, buffered frame I/O.
 //!
-//! A worker serves one request at a time on one thread, so plain blocking reads and writes are
-//! both the simplest and the fastest choice: no event loop sits between a frame and the app.
+//! A worker serves one request at a time on one thread, so blocking reads and writes are both
+//! the simplest and the fastest choice: no event loop sits between a frame and the app. (A read
+//! that must wait sleeps in `poll`, not in `recv`: see [`Conn::fill`].)
 //! The request body is read lazily through [`Conn::body_peek`] / [`Conn::body_consume`], which
 //! is what makes `wsgi.input` stream instead of buffering an upload.
 
