@@ -72,9 +72,9 @@ struct PumpState {
 const CANCEL: [u8; FRAME_HEADER] = [Kind::Cancel as u8, 0, 0, 0, 0];
 
 /// Fewest bytes asked of the socket by one read: a small response's frames arrive together.
-const READ_MIN: usize = 4096;
-/// Most bytes asked of the socket by one read.
-const READ_MAX: usize = 64 * 1024;
+const READ_MIN: usize = 16 * 1024;
+/// Most bytes asked of the socket by one read: a body frame and the next frame's header.
+const READ_MAX: usize = BODY_CHUNK + 2 * FRAME_HEADER;
 
 /// Reads one frame from the worker: kind and payload.
 async fn read_frame(sock: &WorkerSocket, rbuf: &mut BytesMut) -> io::Result<(Kind, Bytes)> {
@@ -88,8 +88,9 @@ async fn read_frame(sock: &WorkerSocket, rbuf: &mut BytesMut) -> io::Result<(Kin
             Ok(None) => {}
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         }
-        // The rest of the frame begun, if its header is in (the read's buffer is zeroed first:
-        // asking for what is coming keeps that small).
+        // The rest of the frame begun, if its header is in, and the next header. The read's
+        // room is zero-filled first (this crate has no unsafe code to read into spare
+        // capacity), so it asks for about what is coming rather than for a fixed 64 KiB.
         let missing = rbuf
             .first_chunk::<FRAME_HEADER>()
             .and_then(|h| parse_header(*h).ok())

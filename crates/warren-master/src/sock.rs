@@ -16,6 +16,10 @@ use bytes::BytesMut;
 use tokio::io::Interest;
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 
+/// How long a write that found the socket full and could not get a descriptor to wait with
+/// sleeps before it tries again.
+const NO_DESCRIPTOR_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// A non-blocking Unix stream socket to a worker.
 #[derive(Debug)]
 pub(crate) struct WorkerSocket {
@@ -89,11 +93,20 @@ impl WorkerSocket {
         Ok(())
     }
 
-    /// Waits until the socket has room. The duplicate's registration reports the current
-    /// state when it is made, so room freed since the failed write is not missed.
+    /// Waits until the socket has room (or is closed: the next write then fails). The
+    /// duplicate's registration reports the current state when it is made, so room freed since
+    /// the failed write is not missed. Without a descriptor to spare (the master at its open
+    /// file limit), it looks again a little later instead of failing the worker.
     async fn writable(&self) -> io::Result<()> {
-        let dup = register(self.fd.get_ref().try_clone()?, Interest::WRITABLE)?;
-        let _ready = dup.writable().await?;
+        match self
+            .fd
+            .get_ref()
+            .try_clone()
+            .and_then(|dup| register(dup, Interest::WRITABLE))
+        {
+            Ok(dup) => drop(dup.writable().await?),
+            Err(_) => tokio::time::sleep(NO_DESCRIPTOR_RETRY).await,
+        }
         Ok(())
     }
 }
@@ -107,8 +120,11 @@ fn attempt(
 ) -> Option<io::Result<usize>> {
     match ready.try_io(|s| retry_eintr(|| read(&mut s.get_ref()))) {
         Ok(Ok(n)) => {
-            // A short read emptied the socket: the next read waits for new data instead of
-            // finding out with a failed call.
+            // A short read (almost always) emptied the socket: the next read waits for new
+            // data instead of finding out with a failed call. Readiness cleared too early
+            // (a read cut short by ancillary data or MSG_OOB, which only a broken worker
+            // sends) stalls that worker's own request, until its next write, its hang-up or
+            // the request's time limit.
             if n > 0 && n < asked {
                 ready.clear_ready();
             }
@@ -141,7 +157,52 @@ fn retry_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
     use super::*;
+
+    /// Every test's waits are bounded: a lost wake-up fails instead of hanging.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// The point of this type: the reactor's epoll set holds the socket for input only, so the
+    /// peer reading (and freeing room) wakes nobody.
+    #[tokio::test]
+    async fn the_registration_asks_for_input_only() {
+        const EPOLLIN: u32 = 0x1;
+        const EPOLLOUT: u32 = 0x4;
+        let (_a, b) = UnixStream::pair().unwrap();
+        let b = WorkerSocket::new(b).unwrap();
+        let fd = b.fd.as_raw_fd();
+        let mut masks = Vec::new();
+        for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+            let path = entry.unwrap().path();
+            let is_epoll = std::fs::read_link(&path)
+                .is_ok_and(|t| t.to_string_lossy() == "anon_inode:[eventpoll]");
+            let info = path.to_string_lossy().replace("/fd/", "/fdinfo/");
+            let Ok(info) = std::fs::read_to_string(info) else {
+                continue;
+            };
+            if !is_epoll {
+                continue;
+            }
+            // "tfd:        7 events:     2019 data: ..."
+            for line in info.lines().filter(|l| l.starts_with("tfd:")) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f[1] == fd.to_string() {
+                    masks.push(u32::from_str_radix(f[3], 16).unwrap());
+                }
+            }
+        }
+        assert!(
+            !masks.is_empty(),
+            "the socket is in the reactor's epoll set"
+        );
+        for m in masks {
+            assert!(m & EPOLLIN != 0, "registered for input: {m:#x}");
+            assert!(m & EPOLLOUT == 0, "not registered for output: {m:#x}");
+        }
+    }
 
     /// A write larger than the socket's buffer waits for the peer to read, then completes.
     #[tokio::test]
@@ -159,22 +220,49 @@ mod tests {
             while b.read_into(&mut got, 64 * 1024).await.unwrap() > 0 {}
             got
         };
-        let ((), got) = tokio::join!(writer, reader);
+        let ((), got) = tokio::time::timeout(LIMIT, async { tokio::join!(writer, reader) })
+            .await
+            .expect("the writer is woken when room is freed");
         assert_eq!(got.len(), data.len());
         assert!(got[..] == data[..], "the bytes arrive in order, none lost");
     }
 
-    /// End of stream and exact reads.
+    /// A write waiting for room ends with an error when the peer goes away (a worker that
+    /// dies while the master sends it a body).
     #[tokio::test]
-    async fn read_exact_reports_a_short_stream() {
+    async fn a_waiting_write_fails_when_the_peer_closes() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let a = WorkerSocket::new(a).unwrap();
+        let data = vec![7u8; 4 * 1024 * 1024];
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(b);
+        });
+        let r = tokio::time::timeout(LIMIT, a.write_all(&data))
+            .await
+            .expect("the waiting writer is woken by the hang-up");
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    /// A read waits for data sent later; exact reads report a stream that ends short.
+    #[tokio::test]
+    async fn read_exact_waits_and_reports_a_short_stream() {
         let (a, b) = UnixStream::pair().unwrap();
         let b = WorkerSocket::new(b).unwrap();
-        (&a).write_all(b"abc").unwrap();
-        drop(a);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            (&a).write_all(b"abc").unwrap();
+        });
         let mut two = [0u8; 2];
-        b.read_exact(&mut two).await.unwrap();
+        tokio::time::timeout(LIMIT, b.read_exact(&mut two))
+            .await
+            .expect("woken by the data")
+            .unwrap();
         assert_eq!(&two, b"ab");
-        let err = b.read_exact(&mut two).await.unwrap_err();
+        let err = tokio::time::timeout(LIMIT, b.read_exact(&mut two))
+            .await
+            .expect("woken by the hang-up")
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 
@@ -185,10 +273,7 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let b = WorkerSocket::new(b).unwrap();
         let mut buf = BytesMut::from(&b"kept"[..]);
-        let wait = tokio::time::timeout(
-            std::time::Duration::from_millis(20),
-            b.read_into(&mut buf, 4096),
-        );
+        let wait = tokio::time::timeout(Duration::from_millis(20), b.read_into(&mut buf, 4096));
         assert!(wait.await.is_err(), "nothing was sent: the read waits");
         assert_eq!(&buf[..], b"kept");
         (&a).write_all(b"!").unwrap();

@@ -410,7 +410,8 @@ async fn run_zygote(
 
 /// Creates the worker's socket pair and sends the worker's end to the zygote.
 async fn request_fork(control: &UnixDatagram, token: u32) -> std::io::Result<WorkerSocket> {
-    // Blocking for the worker (it does plain blocking I/O); ours is made non-blocking below.
+    // Blocking for the worker (it does blocking I/O); ours is made non-blocking by
+    // `WorkerSocket::new`.
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,

@@ -81,7 +81,8 @@ impl Conn {
     ///
     /// It never sleeps inside `recv`: a reader asleep on a Unix stream socket is woken each time
     /// its peer frees send space (when the master reads the response, at every request), and
-    /// sleeps again with nothing read. `poll` for `POLLIN` is woken by data and hang-up only.
+    /// sleeps again with nothing read. `poll` for `POLLIN` is not woken by that: it returns
+    /// for data, hang-up, an error or a signal, after each of which `recv` is tried again.
     fn fill(&mut self, want: usize) -> io::Result<bool> {
         self.make_room(want);
         let fd = self.sock.as_raw_fd();
@@ -315,4 +316,30 @@ fn write_all(sock: &mut UnixStream, mut buf: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use warren_protocol::put_frame;
+
+    /// A request sent while the worker waits wakes it (it waits in `poll`, see `fill`); the
+    /// master closing the socket while it waits ends the loop cleanly.
+    #[test]
+    fn waits_for_a_request_and_for_the_close() {
+        let (master, worker) = UnixStream::pair().unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut frame = Vec::new();
+            put_frame(&mut frame, Kind::Request, b"head");
+            std::thread::sleep(Duration::from_millis(50));
+            (&master).write_all(&frame).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            drop(master);
+        });
+        let mut conn = Conn::new(worker);
+        assert_eq!(conn.next_request().unwrap(), Some(&b"head"[..]));
+        assert_eq!(conn.next_request().unwrap(), None);
+        sender.join().unwrap();
+    }
 }
