@@ -71,33 +71,30 @@ struct PumpState {
 /// A `CANCEL` frame, ready to write.
 const CANCEL: [u8; FRAME_HEADER] = [Kind::Cancel as u8, 0, 0, 0, 0];
 
-/// Fewest bytes asked of the socket by one read: a small response's frames arrive together.
-const READ_MIN: usize = 16 * 1024;
+/// Bytes asked of the socket when no frame is begun: a small response's frames, which arrive
+/// together. The read's room is zero-filled first (this crate has no unsafe code to read into
+/// spare capacity), on every request, so it is kept small; a larger response's rest is asked
+/// for once its header is in.
+const READ_MIN: usize = 4096;
 /// Most bytes asked of the socket by one read: a body frame and the next frame's header.
 const READ_MAX: usize = BODY_CHUNK + 2 * FRAME_HEADER;
 
 /// Reads one frame from the worker: kind and payload.
 async fn read_frame(sock: &WorkerSocket, rbuf: &mut BytesMut) -> io::Result<(Kind, Bytes)> {
     loop {
-        match split_frame(rbuf) {
-            Ok(Some((kind, _, total))) => {
+        // What is missing of the frame begun, and the next header.
+        let mut want = READ_MIN;
+        if let Some(h) = rbuf.first_chunk::<FRAME_HEADER>() {
+            let (kind, len) =
+                parse_header(*h).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let total = FRAME_HEADER + len;
+            if rbuf.len() >= total {
                 let mut frame = rbuf.split_to(total);
                 frame.advance(FRAME_HEADER);
                 return Ok((kind, frame.freeze()));
             }
-            Ok(None) => {}
-            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            want = (total - rbuf.len() + FRAME_HEADER).clamp(READ_MIN, READ_MAX);
         }
-        // The rest of the frame begun, if its header is in, and the next header. The read's
-        // room is zero-filled first (this crate has no unsafe code to read into spare
-        // capacity), so it asks for about what is coming rather than for a fixed 64 KiB.
-        let missing = rbuf
-            .first_chunk::<FRAME_HEADER>()
-            .and_then(|h| parse_header(*h).ok())
-            .map_or(0, |(_, len)| {
-                (FRAME_HEADER + len).saturating_sub(rbuf.len())
-            });
-        let want = (missing + FRAME_HEADER).clamp(READ_MIN, READ_MAX);
         if sock.read_into(rbuf, want).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }

@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 
 use bytes::BytesMut;
 use tokio::io::Interest;
-use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use tokio::io::unix::AsyncFd;
 
 /// How long a write that found the socket full and could not get a descriptor to wait with
 /// sleeps before it tries again.
@@ -35,47 +35,53 @@ impl WorkerSocket {
         })
     }
 
-    /// Reads what has arrived into `buf`, waiting for at least one byte; 0 at end of stream.
-    pub(crate) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let mut ready = self.fd.readable().await?;
-            let asked = buf.len();
-            if let Some(r) = attempt(&mut ready, asked, |s| s.read(buf)) {
-                return r;
-            }
-        }
-    }
-
-    /// Appends at most `max` bytes to `buf` as [`WorkerSocket::read`]; 0 at end of stream.
-    /// Cancel-safe: `buf` is only grown between the wait and the read, never across an await.
+    /// Appends what has arrived, at most `max` bytes, to `buf`, waiting for at least one
+    /// byte; 0 at end of stream. Cancel-safe: `buf` is only grown between the wait and the
+    /// read, never across an await.
     pub(crate) async fn read_into(&self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
         loop {
             let mut ready = self.fd.readable().await?;
             let start = buf.len();
             buf.resize(start + max, 0);
-            let r = attempt(&mut ready, max, |s| s.read(&mut buf[start..]));
-            buf.truncate(start + r.as_ref().and_then(|r| r.as_ref().ok()).unwrap_or(&0));
-            if let Some(r) = r {
-                return r;
+            let r = ready.try_io(|s| s.get_ref().read(&mut buf[start..]));
+            buf.truncate(start + r.as_ref().map_or(0, |r| *r.as_ref().unwrap_or(&0)));
+            match r {
+                Ok(Ok(n)) => {
+                    // A short read (almost always) emptied the socket: the next read waits
+                    // for new data instead of finding out with a failed call. Readiness
+                    // cleared too early (a read cut short by ancillary data or MSG_OOB, which
+                    // only a broken worker sends) stalls that worker's own request, until its
+                    // next write, its hang-up or the request's time limit.
+                    if n > 0 && n < max {
+                        ready.clear_ready();
+                    }
+                    return Ok(n);
+                }
+                Ok(Err(e)) => return Err(e),
+                // Nothing to read: `try_io` cleared the readiness, the next wait sleeps.
+                Err(_would_block) => continue,
             }
         }
     }
 
     /// Fills `buf` whole.
-    pub(crate) async fn read_exact(&self, mut buf: &mut [u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            match self.read(buf).await? {
-                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                n => buf = &mut buf[n..],
+    pub(crate) async fn read_exact(&self, buf: &mut [u8]) -> io::Result<()> {
+        let mut got = BytesMut::with_capacity(buf.len());
+        while got.len() < buf.len() {
+            let left = buf.len() - got.len();
+            if self.read_into(&mut got, left).await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
+        buf.copy_from_slice(&got);
         Ok(())
     }
 
     /// Writes some of `data`, waiting for room if there is none.
     pub(crate) async fn write(&self, data: &[u8]) -> io::Result<usize> {
         loop {
-            match retry_eintr(|| self.fd.get_ref().write(data)) {
+            // Non-blocking: neither this nor the read above can be interrupted by a signal.
+            match self.fd.get_ref().write(data) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
                 r => return r,
             }
@@ -111,30 +117,6 @@ impl WorkerSocket {
     }
 }
 
-/// One non-blocking read through `read`, `asked` bytes long; `None` if there was nothing to
-/// read, which clears the readiness so that the next wait sleeps.
-fn attempt(
-    ready: &mut AsyncFdReadyGuard<'_, UnixStream>,
-    asked: usize,
-    mut read: impl FnMut(&mut &UnixStream) -> io::Result<usize>,
-) -> Option<io::Result<usize>> {
-    match ready.try_io(|s| retry_eintr(|| read(&mut s.get_ref()))) {
-        Ok(Ok(n)) => {
-            // A short read (almost always) emptied the socket: the next read waits for new
-            // data instead of finding out with a failed call. Readiness cleared too early
-            // (a read cut short by ancillary data or MSG_OOB, which only a broken worker
-            // sends) stalls that worker's own request, until its next write, its hang-up or
-            // the request's time limit.
-            if n > 0 && n < asked {
-                ready.clear_ready();
-            }
-            Some(Ok(n))
-        }
-        Ok(Err(e)) => Some(Err(e)),
-        Err(_would_block) => None,
-    }
-}
-
 /// Registers `sock` with the reactor for `interest`.
 ///
 /// tokio's safe constructor is deprecated because an arbitrary `AsRawFd` might hand out a
@@ -144,15 +126,6 @@ fn attempt(
 #[allow(deprecated)]
 fn register(sock: UnixStream, interest: Interest) -> io::Result<AsyncFd<UnixStream>> {
     AsyncFd::with_interest(sock, interest)
-}
-
-fn retry_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-    loop {
-        match f() {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r,
-        }
-    }
 }
 
 #[cfg(test)]

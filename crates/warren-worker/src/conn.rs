@@ -85,22 +85,25 @@ impl Conn {
     /// for data, hang-up, an error or a signal, after each of which `recv` is tried again.
     fn fill(&mut self, want: usize) -> io::Result<bool> {
         self.make_room(want);
-        let fd = self.sock.as_raw_fd();
         loop {
-            match nix::sys::socket::recv(
-                fd,
-                &mut self.rbuf[self.rend..],
-                nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-            ) {
-                Ok(n) => {
-                    self.rend += n;
-                    return Ok(n > 0);
-                }
+            match self.recv_now() {
+                Ok(n) => return Ok(n > 0),
                 Err(nix::errno::Errno::EAGAIN) => wait_readable(&self.sock)?,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Appends what has arrived to the buffer, without waiting; the bytes read.
+    fn recv_now(&mut self) -> nix::Result<usize> {
+        let n = nix::sys::socket::recv(
+            self.sock.as_raw_fd(),
+            &mut self.rbuf[self.rend..],
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        )?;
+        self.rend += n;
+        Ok(n)
     }
 
     /// Reads the next frame header; `Ok(None)` if the stream ends cleanly before it.
@@ -252,13 +255,7 @@ impl Conn {
     /// Reads whatever has arrived, without waiting.
     fn fill_nonblocking(&mut self) {
         self.make_room(READ_BUF);
-        if let Ok(n) = nix::sys::socket::recv(
-            self.sock.as_raw_fd(),
-            &mut self.rbuf[self.rend..],
-            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-        ) {
-            self.rend += n;
-        }
+        let _ = self.recv_now();
     }
 
     /// Queues a frame for sending.
@@ -341,5 +338,54 @@ mod tests {
         assert_eq!(conn.next_request().unwrap(), Some(&b"head"[..]));
         assert_eq!(conn.next_request().unwrap(), None);
         sender.join().unwrap();
+    }
+
+    /// The point of waiting in `poll`: the master reading what the worker wrote frees room
+    /// in the socket, which wakes a reader asleep in `recv` but not the waiting worker.
+    #[test]
+    fn the_master_reading_does_not_wake_a_waiting_worker() {
+        let (master, worker) = UnixStream::pair().unwrap();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let mut conn = Conn::new(worker);
+            conn.put(Kind::Ready, &[]).unwrap();
+            conn.flush().unwrap();
+            tid_tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            conn.next_request().unwrap().map(<[u8]>::to_vec)
+        });
+        let tid = tid_rx.recv().unwrap();
+        let status = format!("/proc/self/task/{tid}/status");
+        let field = |name: &str| -> String {
+            let text = std::fs::read_to_string(&status).unwrap();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap()
+                .to_owned();
+            line[name.len()..].trim().to_owned()
+        };
+        // Asleep, waiting for a request.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !field("State:").starts_with('S') {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker never waits"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let before = field("voluntary_ctxt_switches:");
+        let mut ready = [0u8; FRAME_HEADER];
+        std::io::Read::read_exact(&mut &master, &mut ready).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            field("voluntary_ctxt_switches:"),
+            before,
+            "the worker was woken by the master's read"
+        );
+        let mut frame = Vec::new();
+        put_frame(&mut frame, Kind::Request, b"head");
+        (&master).write_all(&frame).unwrap();
+        assert_eq!(waiter.join().unwrap(), Some(b"head".to_vec()));
     }
 }
