@@ -21,12 +21,23 @@ Environment:
   BENCH_PAIR_DURATION  seconds per run of a pair (default 2: on a shared host a run's speed
                   moves by ±10% from one run to the next, so many short pairs narrow the
                   interval more than a few long ones)
+  BENCH_PIN       a CPU number: during the pairs, both warrens (front, zygote, workers) and wrk
+                  run on that one CPU only (default: unpinned). At 1 connection an unpinned
+                  run's speed hangs on where the scheduler wakes each side: in a VM, waking a
+                  task on the other, idle CPU costs an inter-processor interrupt and the idle
+                  exit (a socket ping-pong measured 60 µs per round trip across CPUs against
+                  10 µs on one), so the ratio moves with placement luck; pinned, every wake-up
+                  is local and what is left is each side's own cost
 
 Confinement's price, interleaved: `warren` and `warren-open` run side by side (the idle one
 costs nothing) and are loaded in turn, A B then B A, so that a drift of the machine's speed
 hits both alike; each pair gives one throughput ratio. The median ratio is reported with a 95%
 bootstrap interval: the 3% target is met when the interval's low end is at least 0.97, missed
 when its high end is below 0.97, and undecided (the machine is too noisy to tell) otherwise.
+
+Where the difference goes: for each run of a pair, the CPU time (from the scheduler's
+`/proc/PID/task/TID/schedstat`, in ns) and the voluntary and involuntary context switches per
+request of the front and of the workers, medians over the pairs, confined next to open.
 
 Cold starts: each app runs with `scale.min = 0`, a warm-up request in its zygote (`warmup`) and
 a short idle timeout; the time of the first
@@ -369,23 +380,80 @@ def bootstrap_median(xs, rounds=5000, seed=1):
     return meds[int(0.025 * rounds)], meds[int(0.975 * rounds) - 1]
 
 
+def sched_totals(pid):
+    """{"front": [cpu_ns, voluntary, involuntary], "workers": [...]}: summed over the threads of
+    warren `pid` (the front) and of every process below it (zygote and workers)."""
+    totals = {"front": [0, 0, 0], "workers": [0, 0, 0]}
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        role = "front" if p == pid else "workers"
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open(f"/proc/{p}/task/{t}/schedstat") as f:
+                    ns = int(f.read().split()[0])
+                with open(f"/proc/{p}/task/{t}/status") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            vol = int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
+            inv = int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
+            for i, v in enumerate((ns, vol, inv)):
+                totals[role][i] += v
+        todo.extend(children(p))
+    return totals
+
+
+def pin(server, cpu):
+    """Every thread of `server`'s processes (front, zygote, workers) on `cpu` only; workers
+    forked later inherit the zygote's affinity."""
+    todo = [server.procs[0].pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                os.sched_setaffinity(int(t), {cpu})
+        except OSError:
+            pass
+        todo.extend(children(p))
+
+
+PIN = os.environ.get("BENCH_PIN")
+
+
 def interleaved(app, tmp):
-    """({conns: [confined/open ratio per pair]}, {conns: {server: [CPU µs per request]}}) from
-    A B / B A runs of both warrens."""
+    """({conns: [confined/open ratio per pair]}, {conns: {server: {role: [[µs, vol, inv] per
+    request, one per run]}}}) from A B / B A runs of both warrens."""
     path = APPS[app][3]
     on, off = Server("warren", app, free_port(), tmp), Server("warren-open", app, free_port(), tmp)
     ratios = {c: [] for c in CONNECTIONS}
-    cpu = {c: {"warren": [], "warren-open": []} for c in CONNECTIONS}
+    cost = {c: {s: {"front": [], "workers": []} for s in ("warren", "warren-open")}
+            for c in CONNECTIONS}
 
     def run(server, conns):
-        r = run_wrk_cpu(server, conns, PAIR_DURATION)
-        if "cpu_us_per_req" in r:
-            cpu[conns][server.name].append(r["cpu_us_per_req"])
+        before = sched_totals(server.procs[0].pid)
+        r = run_wrk(server.port, path, conns, PAIR_DURATION)
+        after = sched_totals(server.procs[0].pid)
+        n = r["rps"] * PAIR_DURATION
+        if n > 0:
+            for role in ("front", "workers"):
+                d = [(a - b) / n for a, b in zip(after[role], before[role])]
+                cost[conns][server.name][role].append([d[0] / 1000, d[1], d[2]])
         return r["rps"]
 
+    mask = os.sched_getaffinity(0)
     try:
         on.start()
         off.start()
+        if PIN is not None:
+            for s in (on, off):
+                pin(s, int(PIN))
+            # wrk inherits it.
+            os.sched_setaffinity(0, {int(PIN)})
         for c in CONNECTIONS:
             run_wrk(on.port, path, c, 1)
             run_wrk(off.port, path, c, 1)
@@ -396,9 +464,10 @@ def interleaved(app, tmp):
                 if rps["warren-open"]:
                     ratios[c].append(rps["warren"] / rps["warren-open"])
     finally:
+        os.sched_setaffinity(0, mask)
         on.stop()
         off.stop()
-    return ratios, cpu
+    return ratios, cost
 
 
 def fmt(x, digits=2):
@@ -485,7 +554,8 @@ def main():
                 print(f"-- confinement pairs: {app}", flush=True)
                 pairs[app] = interleaved(app, tmp)
         print(f"\n### Confined / open throughput, interleaved ({PAIRS} pairs of "
-              f"{PAIR_DURATION} s, A B / B A)\n")
+              f"{PAIR_DURATION} s, A B / B A"
+              + (f"; servers and wrk pinned to CPU {PIN}" if PIN is not None else "") + ")\n")
         print("| app | connections | median ratio | 95% interval | pairs | target >= 0.97 |")
         print("|---|---:|---:|---:|---|---|")
         for app, (by_conns, _) in pairs.items():
@@ -496,18 +566,33 @@ def main():
                 verdict = "met" if lo >= 0.97 else "missed" if hi < 0.97 else "undecided"
                 print(f"| {app} | {c} | {statistics.median(rs):.3f} | {lo:.3f} to {hi:.3f} | "
                       + " ".join(f"{r:.3f}" for r in rs) + f" | {verdict} |")
-        # Where the difference goes: CPU time of warren and its workers per request (clock
-        # ticks, so a 2 s run is coarse; the median over the pairs is what to read).
-        print("\nCPU per request in the pairs (warren and its workers, median): "
-              + "; ".join(
-                  f"{app} {c} conn {statistics.median(v['warren']):.1f} µs confined vs "
-                  f"{statistics.median(v['warren-open']):.1f} µs open"
-                  for app, (_, cpu) in pairs.items() for c, v in cpu.items()
-                  if v["warren"] and v["warren-open"]))
+        # Where the difference goes: each side's CPU time and context switches per request.
+        print("\nPer request in the pairs (median; confined / open): CPU time and voluntary "
+              "(slept) and involuntary (preempted) context switches\n")
+        print("| app | connections | front µs | workers µs | front switches vol, inv "
+              "| workers switches vol, inv |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for app, (_, cost) in pairs.items():
+            for c, by_server in cost.items():
+                on, off = by_server["warren"], by_server["warren-open"]
+                if not (on["front"] and off["front"]):
+                    continue
+
+                def med(rows, i):
+                    return statistics.median(r[i] for r in rows)
+
+                cells = []
+                for role in ("front", "workers"):
+                    cells.append(f"{med(on[role], 0):.1f} / {med(off[role], 0):.1f}")
+                for role in ("front", "workers"):
+                    cells.append(f"{med(on[role], 1):.2f}, {med(on[role], 2):.2f} / "
+                                 f"{med(off[role], 1):.2f}, {med(off[role], 2):.2f}")
+                print(f"| {app} | {c} | " + " | ".join(cells) + " |")
 
     if "warren" in servers:
         # The filter's share of a request: its cost per syscall times a worker's syscalls per
-        # request (two: one recvfrom, one sendto).
+        # request (two to four: recvfrom, a poll and a second recvfrom when the request is not
+        # there yet, sendto).
         cost = subprocess.run([os.path.join(ROOT, "target/release/examples/seccomp_cost")],
                               capture_output=True, text=True, timeout=120)
         print("\n" + (cost.stdout.strip() or f"seccomp_cost failed: {cost.stderr.strip()}"))
