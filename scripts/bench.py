@@ -422,7 +422,15 @@ def pin(server, cpu):
         todo.extend(children(p))
 
 
-PIN = os.environ.get("BENCH_PIN")
+PIN = os.environ.get("BENCH_PIN") or None
+if PIN is not None and (not PIN.isdigit() or int(PIN) not in os.sched_getaffinity(0)):
+    sys.exit(f"BENCH_PIN={PIN}: not a CPU this process may run on "
+             f"({sorted(os.sched_getaffinity(0))})")
+
+
+def median_of(rows, i):
+    """Median of column `i` of `rows`."""
+    return statistics.median(r[i] for r in rows)
 
 
 def interleaved(app, tmp):
@@ -577,16 +585,11 @@ def main():
                 on, off = by_server["warren"], by_server["warren-open"]
                 if not (on["front"] and off["front"]):
                     continue
-
-                def med(rows, i):
-                    return statistics.median(r[i] for r in rows)
-
-                cells = []
-                for role in ("front", "workers"):
-                    cells.append(f"{med(on[role], 0):.1f} / {med(off[role], 0):.1f}")
-                for role in ("front", "workers"):
-                    cells.append(f"{med(on[role], 1):.2f}, {med(on[role], 2):.2f} / "
-                                 f"{med(off[role], 1):.2f}, {med(off[role], 2):.2f}")
+                cells = [f"{median_of(on[role], 0):.1f} / {median_of(off[role], 0):.1f}"
+                         for role in ("front", "workers")]
+                cells += [f"{median_of(on[role], 1):.2f}, {median_of(on[role], 2):.2f} / "
+                          f"{median_of(off[role], 1):.2f}, {median_of(off[role], 2):.2f}"
+                          for role in ("front", "workers")]
                 print(f"| {app} | {c} | " + " | ".join(cells) + " |")
 
     if "warren" in servers:
