@@ -7,6 +7,8 @@ worker's READY, the zygote's start (confinement and import) to READY, and the me
 its idle workers next to gunicorn's. `warren` runs confined (the default: cgroups, namespaces,
 Landlock, seccomp; CPU quota set to all cores so that the quota itself does not cap the run);
 `warren-open` is the same with `sandbox.enabled = false`, so the pair prices confinement.
+Two examples price parts of it alone: `seccomp_cost` (the filter, per system call) and
+`crossing_cost` (an app's cgroups, per round trip between two processes on one CPU).
 
 Environment:
   BENCH_DURATION  seconds per wrk run (default 10)
@@ -599,6 +601,12 @@ def main():
         cost = subprocess.run([os.path.join(ROOT, "target/release/examples/seccomp_cost")],
                               capture_output=True, text=True, timeout=120)
         print("\n" + (cost.stdout.strip() or f"seccomp_cost failed: {cost.stderr.strip()}"))
+        # The app's cgroups alone: a one-byte ping-pong on one CPU, the echoing child in the
+        # parent's groups or in an app group, over a socketpair and over pipes.
+        cross = subprocess.run([os.path.join(ROOT, "target/release/examples/crossing_cost")],
+                               capture_output=True, text=True, timeout=300)
+        print("\n" + (cross.stdout.strip()
+                      or f"crossing_cost failed: {cross.stderr.strip()}"))
 
     cold = {}
     if COLD > 0 and "warren" in servers:

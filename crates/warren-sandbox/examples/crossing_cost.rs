@@ -1,0 +1,204 @@
+//! What an app's cgroups cost a request's round trip, apart from everything else a worker does.
+//!
+//! A parent (the front's stand-in) and a child (the worker's) bounce one byte back and forth,
+//! both on CPU 0 so that every wake-up is local and the scheduler's placement does not blur
+//! the figures; the child waits as a worker does (a non-blocking read, then `poll`). The child
+//! runs either in the parent's own cgroups or in an app group that [`Cgroups::create_app`]
+//! makes (memory, CPU quota, pids: what a confined worker joins), over either a Unix
+//! socketpair (warren's transport) or a pair of pipes. Rounds alternate between the variants;
+//! medians are printed, per round trip: the elapsed time and each side's CPU time (from
+//! `/proc/PID/schedstat`).
+//!
+//! Unix socket buffers are charged to the sending task's memory cgroup and freed by the
+//! receiver, so messages that cross between two memory cgroups make the per-CPU charge cache
+//! switch groups each time; a pipe reuses its page and charges nothing per message. A child in
+//! a CPU cgroup of its own makes the scheduler switch group entities at each wake-up and sleep.
+//! Needs root or a delegated cgroup v2 subtree. Part of `scripts/bench`; run alone with
+//! `cargo run --release -p warren-sandbox --example crossing_cost`.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CpuSet, sched_setaffinity};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid, fork, pipe};
+use warren_sandbox::cgroup::{Cgroups, Limits};
+
+const TRIPS: u32 = 20_000;
+const ROUNDS: usize = 9;
+
+/// The child's two ends: where requests come from and where answers go.
+struct Ends {
+    from: std::fs::File,
+    to: std::fs::File,
+}
+
+/// The parent's ends and the child's, over a socketpair or two pipes.
+fn channel(pipes: bool) -> (Ends, Ends) {
+    if pipes {
+        let (req_r, req_w) = pipe().expect("pipe");
+        let (resp_r, resp_w) = pipe().expect("pipe");
+        let f = |fd: OwnedFd| std::fs::File::from(fd);
+        (
+            Ends {
+                from: f(resp_r),
+                to: f(req_w),
+            },
+            Ends {
+                from: f(req_r),
+                to: f(resp_w),
+            },
+        )
+    } else {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        let f = |s: &UnixStream| std::fs::File::from(OwnedFd::from(s.try_clone().unwrap()));
+        (
+            Ends {
+                from: f(&a),
+                to: f(&a),
+            },
+            Ends {
+                from: f(&b),
+                to: f(&b),
+            },
+        )
+    }
+}
+
+/// The child: echoes each byte until the parent closes its end. Never returns.
+fn echo(mut ends: Ends, procs: &[std::path::PathBuf]) -> ! {
+    for p in procs {
+        std::fs::write(p, "0").expect("joining the app's group");
+    }
+    nix::fcntl::fcntl(
+        ends.from.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .expect("O_NONBLOCK");
+    let mut b = [0u8; 64];
+    loop {
+        let n = match ends.from.read(&mut b) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut fds = [PollFd::new(ends.from.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::NONE);
+                continue;
+            }
+            Err(_) => 0,
+        };
+        if n == 0 || ends.to.write_all(&b[..n]).is_err() {
+            // SAFETY: _exit ends the forked child without running the parent's destructors.
+            unsafe { libc::_exit(0) };
+        }
+    }
+}
+
+fn cpu_ns(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// One round: `[elapsed, child CPU, parent CPU]` in µs per round trip.
+fn round(pipes: bool, procs: &[std::path::PathBuf]) -> [f64; 3] {
+    let (mut ours, theirs) = channel(pipes);
+    // SAFETY: this example is single-threaded; the child only joins a cgroup and echoes.
+    let child = match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            drop(ours);
+            echo(theirs, procs)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(theirs);
+    let mut b = [1u8];
+    let mut trip = |ours: &mut Ends| {
+        ours.to.write_all(&b).expect("write");
+        ours.from.read_exact(&mut b).expect("read");
+    };
+    for _ in 0..1000 {
+        trip(&mut ours);
+    }
+    let pid = child.to_string();
+    let (c0, p0, t0) = (cpu_ns(&pid), cpu_ns("self"), Instant::now());
+    for _ in 0..TRIPS {
+        trip(&mut ours);
+    }
+    let elapsed = t0.elapsed().as_nanos() as f64;
+    let (c1, p1) = (cpu_ns(&pid), cpu_ns("self"));
+    drop(ours);
+    let _ = waitpid(Pid::from_raw(child.as_raw()), None);
+    let per = |ns: f64| ns / f64::from(TRIPS) / 1000.0;
+    [per(elapsed), per(c1 - c0), per(p1 - p0)]
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    let mut cpu0 = CpuSet::new();
+    cpu0.set(0).expect("CPU 0");
+    sched_setaffinity(Pid::from_raw(0), &cpu0).expect("pinning to CPU 0");
+    let cgroups = match Cgroups::new() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("crossing cost: not measured, no cgroups here ({e})");
+            return;
+        }
+    };
+    let limits = Limits {
+        memory_bytes: 1 << 30,
+        cpu_percent: 100 * warren_sandbox::cgroup::cpus() as u32,
+        pids: 64,
+    };
+    let app = cgroups
+        .create_app("crossing-cost", limits)
+        .expect("creating the app group");
+    let procs = app.procs_files();
+    let variants = [
+        ("socketpair", false, false),
+        ("socketpair", false, true),
+        ("pipes", true, false),
+        ("pipes", true, true),
+    ];
+    let mut rows: Vec<Vec<[f64; 3]>> = vec![Vec::new(); variants.len()];
+    for _ in 0..ROUNDS {
+        for (i, &(_, pipes, inside)) in variants.iter().enumerate() {
+            rows[i].push(round(pipes, if inside { &procs } else { &[] }));
+        }
+    }
+    app.destroy();
+    cgroups.remove_instance();
+    println!(
+        "crossing cost, per round trip on one CPU (median of {ROUNDS} rounds of {TRIPS}): \
+         elapsed, child CPU, parent CPU"
+    );
+    let mut med = Vec::new();
+    for (i, &(name, _, inside)) in variants.iter().enumerate() {
+        let m: Vec<f64> = (0..3)
+            .map(|k| median(rows[i].iter().map(|r| r[k]).collect()))
+            .collect();
+        let place = if inside {
+            "child in an app group"
+        } else {
+            "child in the parent's groups"
+        };
+        println!(
+            "  {name:10} {place:29} {:6.2} µs   child {:5.2} µs   parent {:5.2} µs",
+            m[0], m[1], m[2]
+        );
+        med.push(m[1] + m[2]);
+    }
+    println!(
+        "  the app group adds {:+.2} µs of CPU per round trip over a socketpair, {:+.2} µs over \
+         pipes",
+        med[1] - med[0],
+        med[3] - med[2]
+    );
+}
