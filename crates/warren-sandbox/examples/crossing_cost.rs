@@ -13,12 +13,15 @@
 //! receiver, so messages that cross between two memory cgroups make the per-CPU charge cache
 //! switch groups each time; a pipe reuses its page and charges nothing per message. A child in
 //! a CPU cgroup of its own makes the scheduler switch group entities at each wake-up and sleep.
+//! On cgroup v1, where each controller has its own directory, the child also joins the app's
+//! memory group alone and its cpu group alone, which splits the cost between the two.
 //! Needs root or a delegated cgroup v2 subtree. Part of `scripts/bench`; run alone with
 //! `cargo run --release -p warren-sandbox --example crossing_cost`.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -69,7 +72,7 @@ fn channel(pipes: bool) -> (Ends, Ends) {
 }
 
 /// The child: echoes each byte until the parent closes its end. Never returns.
-fn echo(mut ends: Ends, procs: &[std::path::PathBuf]) -> ! {
+fn echo(mut ends: Ends, procs: &[PathBuf]) -> ! {
     for p in procs {
         std::fs::write(p, "0").expect("joining the app's group");
     }
@@ -104,7 +107,7 @@ fn cpu_ns(pid: &str) -> f64 {
 }
 
 /// One round: `[elapsed, child CPU, parent CPU]` in µs per round trip.
-fn round(pipes: bool, procs: &[std::path::PathBuf]) -> [f64; 3] {
+fn round(pipes: bool, procs: &[PathBuf]) -> [f64; 3] {
     let (mut ours, theirs) = channel(pipes);
     // SAFETY: this example is single-threaded; the child only joins a cgroup and echoes.
     let child = match unsafe { fork() }.expect("fork") {
@@ -160,45 +163,56 @@ fn main() {
     let app = cgroups
         .create_app("crossing-cost", limits)
         .expect("creating the app group");
-    let procs = app.procs_files();
-    let variants = [
-        ("socketpair", false, false),
-        ("socketpair", false, true),
-        ("pipes", true, false),
-        ("pipes", true, true),
+    let all = app.procs_files();
+    // v1: one directory per controller, `.../<controller>/warren/<pid>/crossing-cost/...`.
+    let only = |controller: &str| -> Vec<PathBuf> {
+        all.iter()
+            .filter(|p| p.components().any(|c| c.as_os_str() == controller))
+            .cloned()
+            .collect()
+    };
+    let mut places: Vec<(&str, Vec<PathBuf>)> = vec![
+        ("the parent's groups", Vec::new()),
+        ("the app's groups", all.clone()),
     ];
-    let mut rows: Vec<Vec<[f64; 3]>> = vec![Vec::new(); variants.len()];
+    if all.len() > 1 {
+        places.push(("the app's memory group only", only("memory")));
+        places.push(("the app's cpu group only", only("cpu")));
+    }
+    let transports = [("socketpair", false), ("pipes", true)];
+    // rows[transport][place]: one [elapsed, child, parent] per round.
+    let mut rows = vec![vec![Vec::<[f64; 3]>::new(); places.len()]; transports.len()];
     for _ in 0..ROUNDS {
-        for (i, &(_, pipes, inside)) in variants.iter().enumerate() {
-            rows[i].push(round(pipes, if inside { &procs } else { &[] }));
+        for (t, &(_, pipes)) in transports.iter().enumerate() {
+            for (p, (_, procs)) in places.iter().enumerate() {
+                rows[t][p].push(round(pipes, procs));
+            }
         }
     }
     app.destroy();
     cgroups.remove_instance();
     println!(
         "crossing cost, per round trip on one CPU (median of {ROUNDS} rounds of {TRIPS}): \
-         elapsed, child CPU, parent CPU"
+         elapsed; child and parent CPU; CPU added over the child in the parent's groups"
     );
-    let mut med = Vec::new();
-    for (i, &(name, _, inside)) in variants.iter().enumerate() {
-        let m: Vec<f64> = (0..3)
-            .map(|k| median(rows[i].iter().map(|r| r[k]).collect()))
-            .collect();
-        let place = if inside {
-            "child in an app group"
-        } else {
-            "child in the parent's groups"
-        };
-        println!(
-            "  {name:10} {place:29} {:6.2} µs   child {:5.2} µs   parent {:5.2} µs",
-            m[0], m[1], m[2]
-        );
-        med.push(m[1] + m[2]);
+    for (t, &(name, _)) in transports.iter().enumerate() {
+        let mut base = f64::NAN;
+        for (p, (place, _)) in places.iter().enumerate() {
+            let m: Vec<f64> = (0..3)
+                .map(|k| median(rows[t][p].iter().map(|r| r[k]).collect()))
+                .collect();
+            let cpu = m[1] + m[2];
+            if p == 0 {
+                base = cpu;
+            }
+            println!(
+                "  {name:10} child in {place:28} {:6.2} µs   child {:5.2}   parent {:5.2}   \
+                 {:+.2} µs",
+                m[0],
+                m[1],
+                m[2],
+                cpu - base
+            );
+        }
     }
-    println!(
-        "  the app group adds {:+.2} µs of CPU per round trip over a socketpair, {:+.2} µs over \
-         pipes",
-        med[1] - med[0],
-        med[3] - med[2]
-    );
 }
