@@ -1,7 +1,7 @@
 //! What an app's cgroups cost a request's round trip, apart from everything else a worker does.
 //!
 //! A parent (the front's stand-in) and a child (the worker's) bounce one byte back and forth,
-//! both on CPU 0 so that every wake-up is local and the scheduler's placement does not blur
+//! both on one CPU (the first this process may use) so that every wake-up is local and the scheduler's placement does not blur
 //! the figures; the child waits as a worker does (a non-blocking read, then `poll`). The child
 //! runs either in the parent's own cgroups or in an app group that [`Cgroups::create_app`]
 //! makes (memory, CPU quota, pids: what a confined worker joins), over either a Unix
@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sched::{CpuSet, sched_setaffinity};
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork, pipe};
 use warren_sandbox::cgroup::{Cgroups, Limits};
@@ -145,9 +145,13 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let mut cpu0 = CpuSet::new();
-    cpu0.set(0).expect("CPU 0");
-    sched_setaffinity(Pid::from_raw(0), &cpu0).expect("pinning to CPU 0");
+    let allowed = sched_getaffinity(Pid::from_raw(0)).expect("sched_getaffinity");
+    let first = (0..CpuSet::count())
+        .find(|&c| allowed.is_set(c).unwrap_or(false))
+        .expect("a CPU to run on");
+    let mut one = CpuSet::new();
+    one.set(first).expect("CPU number");
+    sched_setaffinity(Pid::from_raw(0), &one).expect("pinning to one CPU");
     let cgroups = match Cgroups::new() {
         Ok(c) => c,
         Err(e) => {
