@@ -1,8 +1,9 @@
 //! What an app's cgroups cost a request's round trip, apart from everything else a worker does.
 //!
 //! A parent (the front's stand-in) and a child (the worker's) bounce one byte back and forth,
-//! both on one CPU (the first this process may use) so that every wake-up is local and the scheduler's placement does not blur
-//! the figures; the child waits as a worker does (a non-blocking read, then `poll`). The child
+//! both on one CPU (the first this process may use) so that every wake-up is local and the
+//! scheduler's placement does not blur the figures; the child waits as a worker does (a
+//! non-blocking read, then `poll`). The child
 //! runs either in the parent's own cgroups or in an app group that [`Cgroups::create_app`]
 //! makes (memory, CPU quota, pids: what a confined worker joins), over either a Unix
 //! socketpair (warren's transport) or a pair of pipes. Rounds alternate between the variants;
@@ -33,7 +34,7 @@ use warren_sandbox::cgroup::{Cgroups, Limits};
 const TRIPS: u32 = 20_000;
 const ROUNDS: usize = 9;
 
-/// The child's two ends: where requests come from and where answers go.
+/// One side's two ends: where its messages come from and where it sends its own.
 struct Ends {
     from: std::fs::File,
     to: std::fs::File,
