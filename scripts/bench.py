@@ -286,7 +286,8 @@ def warren_extras(server):
     fork = [int(x) for x in re.findall(r"fork_to_ready_us=(\d+)", log)]
     zygote = [float(x) for x in re.findall(r"import_ms=([0-9.]+)", log)]
     (warren,) = server.procs
-    # warren → zygote → workers; confined, warren → pid-namespace parent → zygote → workers.
+    # Open: warren → zygote → workers. Confined: warren → pid-namespace parent → zygote →
+    # workers.
     # Workers are the leaves, zygotes their parents.
     tree, todo = {}, [warren.pid]
     while todo:
@@ -486,7 +487,8 @@ def fmt(x, digits=2):
 
 def main():
     servers = os.environ.get(
-        "BENCH_SERVERS", "warren,warren-open,gunicorn,uwsgi-http,uwsgi-router,granian,bjoern").split(",")
+        "BENCH_SERVERS",
+        "warren,warren-open,gunicorn,uwsgi-http,uwsgi-router,granian,bjoern").split(",")
     apps = os.environ.get("BENCH_APPS", "hello,flask").split(",")
     results, extras = {}, {}
     with tempfile.TemporaryDirectory(prefix="warren-bench-") as tmp:
@@ -514,7 +516,8 @@ def main():
         for conns in CONNECTIONS:
             base = results.get((app, "warren"), {}).get(conns)
             print(f"### {app}, {conns} connection{'s' if conns > 1 else ''}\n")
-            print("| server | req/s | p50 ms | p99 ms | errors | answered 32/32 | warren / server |")
+            print("| server | req/s | p50 ms | p99 ms | errors | answered 32/32 "
+                  "| warren / server |")
             print("|---|---:|---:|---:|---:|---:|---:|")
             for name in servers:
                 r = results.get((app, name))
@@ -630,7 +633,9 @@ def main():
     with open(os.path.join(ROOT, ".bench", "results.json"), "w") as f:
         json.dump({"results": {f"{a}/{n}": r for (a, n), r in results.items()},
                    "extras": {f"{k[0]}/{k[1]}" if isinstance(k, tuple) else k: v
-                              for k, v in extras.items()}, "cold": cold, "pairs": pairs, "duration_s": DURATION, "repeats": REPEATS}, f, indent=1)
+                              for k, v in extras.items()},
+                   "cold": cold, "pairs": pairs, "duration_s": DURATION, "repeats": REPEATS},
+                  f, indent=1)
 
 
 if __name__ == "__main__":
