@@ -241,30 +241,73 @@ def children(pid):
     return [int(x) for x in out.split()]
 
 
-def tree_cpu_s(pid):
-    """CPU seconds (user + system) of `pid` and all its descendants now alive."""
-    total, todo, tick = 0, [pid], os.sysconf("SC_CLK_TCK")
+def descendants(pid):
+    """`pid` and every process below it, `pid` first."""
+    out, todo = [], [pid]
     while todo:
         p = todo.pop()
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
+        out.append(p)
         todo.extend(children(p))
-    return total / tick
+    return out
+
+
+def sched_totals(pid):
+    """{"front": [cpu_ns, voluntary, involuntary], "workers": [...]}: summed over the threads
+    now alive of warren `pid` (the front) and of every process below it (zygotes, workers),
+    from the scheduler's `/proc/PID/task/TID/schedstat` (ns) and `status`."""
+    totals = {"front": [0, 0, 0], "workers": [0, 0, 0]}
+    for p in descendants(pid):
+        role = "front" if p == pid else "workers"
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open(f"/proc/{p}/task/{t}/schedstat") as f:
+                    ns = int(f.read().split()[0])
+                with open(f"/proc/{p}/task/{t}/status") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            vol = int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
+            inv = int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
+            for i, v in enumerate((ns, vol, inv)):
+                totals[role][i] += v
+    return totals
+
+
+def pin(server, cpu):
+    """Every thread of `server`'s processes (front, zygote, workers) on `cpu` only; workers
+    forked later inherit the zygote's affinity."""
+    for p in descendants(server.procs[0].pid):
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                os.sched_setaffinity(int(t), {cpu})
+            except OSError:
+                pass
 
 
 def run_wrk_cpu(server, conns, duration):
-    """`run_wrk` on `server`; for a warren, also the CPU time of warren and its workers per
-    request (`cpu_us_per_req`): unlike requests/s, it does not move with what else the machine
-    (or its host) is doing."""
+    """`run_wrk` on `server`; for a warren, also what it and its workers spent per request:
+    `sched`, {"front": [CPU µs, voluntary, involuntary switches], "workers": [...]}, and
+    `cpu_us_per_req`, the two CPU times together. Unlike requests/s, CPU time does not move
+    with what else the machine (or its host) is doing."""
     root = server.procs[0].pid if server.name.startswith("warren") else None
-    before = tree_cpu_s(root) if root else 0.0
+    before = sched_totals(root) if root else None
     r = run_wrk(server.port, APPS[server.app][3], conns, duration)
-    if root and r["rps"] > 0:
-        r["cpu_us_per_req"] = (tree_cpu_s(root) - before) / (r["rps"] * duration) * 1e6
+    n = r["rps"] * duration
+    if root and n > 0:
+        after = sched_totals(root)
+        r["sched"] = {}
+        for role in ("front", "workers"):
+            d = [(a - b) / n for a, b in zip(after[role], before[role])]
+            r["sched"][role] = [d[0] / 1000, d[1], d[2]]
+        r["cpu_us_per_req"] = r["sched"]["front"][0] + r["sched"]["workers"][0]
     return r
 
 
@@ -383,48 +426,6 @@ def bootstrap_median(xs, rounds=5000, seed=1):
     return meds[int(0.025 * rounds)], meds[int(0.975 * rounds) - 1]
 
 
-def sched_totals(pid):
-    """{"front": [cpu_ns, voluntary, involuntary], "workers": [...]}: summed over the threads of
-    warren `pid` (the front) and of every process below it (zygote and workers)."""
-    totals = {"front": [0, 0, 0], "workers": [0, 0, 0]}
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        role = "front" if p == pid else "workers"
-        try:
-            tids = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for t in tids:
-            try:
-                with open(f"/proc/{p}/task/{t}/schedstat") as f:
-                    ns = int(f.read().split()[0])
-                with open(f"/proc/{p}/task/{t}/status") as f:
-                    st = f.read()
-            except OSError:
-                continue
-            vol = int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
-            inv = int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
-            for i, v in enumerate((ns, vol, inv)):
-                totals[role][i] += v
-        todo.extend(children(p))
-    return totals
-
-
-def pin(server, cpu):
-    """Every thread of `server`'s processes (front, zygote, workers) on `cpu` only; workers
-    forked later inherit the zygote's affinity."""
-    todo = [server.procs[0].pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for t in os.listdir(f"/proc/{p}/task"):
-                os.sched_setaffinity(int(t), {cpu})
-        except OSError:
-            pass
-        todo.extend(children(p))
-
-
 PIN = os.environ.get("BENCH_PIN") or None
 if PIN is not None and (not PIN.isdigit() or int(PIN) not in os.sched_getaffinity(0)):
     sys.exit(f"BENCH_PIN={PIN}: not a CPU this process may run on "
@@ -446,14 +447,9 @@ def interleaved(app, tmp):
             for c in CONNECTIONS}
 
     def run(server, conns):
-        before = sched_totals(server.procs[0].pid)
-        r = run_wrk(server.port, path, conns, PAIR_DURATION)
-        after = sched_totals(server.procs[0].pid)
-        n = r["rps"] * PAIR_DURATION
-        if n > 0:
-            for role in ("front", "workers"):
-                d = [(a - b) / n for a, b in zip(after[role], before[role])]
-                cost[conns][server.name][role].append([d[0] / 1000, d[1], d[2]])
+        r = run_wrk_cpu(server, conns, PAIR_DURATION)
+        for role, per_request in r.get("sched", {}).items():
+            cost[conns][server.name][role].append(per_request)
         return r["rps"]
 
     mask = os.sched_getaffinity(0)
@@ -587,13 +583,13 @@ def main():
         print("|---|---:|---:|---:|---:|---:|")
         for app, (_, cost) in pairs.items():
             for c, by_server in cost.items():
-                on, off = by_server["warren"], by_server["warren-open"]
-                if not (on["front"] and off["front"]):
+                conf, opn = by_server["warren"], by_server["warren-open"]
+                if not (conf["front"] and opn["front"]):
                     continue
-                cells = [f"{median_of(on[role], 0):.1f} / {median_of(off[role], 0):.1f}"
+                cells = [f"{median_of(conf[role], 0):.1f} / {median_of(opn[role], 0):.1f}"
                          for role in ("front", "workers")]
-                cells += [f"{median_of(on[role], 1):.2f}, {median_of(on[role], 2):.2f} / "
-                          f"{median_of(off[role], 1):.2f}, {median_of(off[role], 2):.2f}"
+                cells += [f"{median_of(conf[role], 1):.2f}, {median_of(conf[role], 2):.2f} / "
+                          f"{median_of(opn[role], 1):.2f}, {median_of(opn[role], 2):.2f}"
                           for role in ("front", "workers")]
                 print(f"| {app} | {c} | " + " | ".join(cells) + " |")
 

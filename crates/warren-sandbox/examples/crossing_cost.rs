@@ -58,7 +58,7 @@ fn channel(pipes: bool) -> (Ends, Ends) {
         )
     } else {
         let (a, b) = UnixStream::pair().expect("socketpair");
-        let f = |s: &UnixStream| std::fs::File::from(OwnedFd::from(s.try_clone().unwrap()));
+        let f = |s: &UnixStream| std::fs::File::from(OwnedFd::from(s.try_clone().expect("dup")));
         (
             Ends {
                 from: f(&a),
@@ -135,7 +135,7 @@ fn round(pipes: bool, procs: &[PathBuf]) -> [f64; 3] {
     let elapsed = t0.elapsed().as_nanos() as f64;
     let (c1, p1) = (cpu_ns(&pid), cpu_ns("self"));
     drop(ours);
-    let _ = waitpid(Pid::from_raw(child.as_raw()), None);
+    let _ = waitpid(child, None);
     let per = |ns: f64| ns / f64::from(TRIPS) / 1000.0;
     [per(elapsed), per(c1 - c0), per(p1 - p0)]
 }
