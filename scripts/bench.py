@@ -601,7 +601,7 @@ def main():
                               capture_output=True, text=True, timeout=120)
         print("\n" + (cost.stdout.strip() or f"seccomp_cost failed: {cost.stderr.strip()}"))
         # The app's cgroups alone: a one-byte ping-pong on one CPU, the echoing child in the
-        # parent's groups or in an app group, over a socketpair and over pipes.
+        # parent's groups or in an app group, over pipes and over a socketpair.
         cross = subprocess.run([os.path.join(ROOT, "target/release/examples/crossing_cost")],
                                capture_output=True, text=True, timeout=300)
         print("\n" + (cross.stdout.strip()

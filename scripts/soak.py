@@ -195,7 +195,7 @@ def inner_pid(pid):
 
 
 def wchan(pid):
-    """Where in the kernel a process sleeps (an idle worker: reading its socket), or None."""
+    """Where in the kernel a process sleeps (an idle worker: reading its request pipe), or None."""
     try:
         with open(f"/proc/{pid}/wchan") as f:
             return f.read().strip() or None
@@ -549,9 +549,9 @@ class Chaos:
             self.pending_checks.remove(check)
 
     def kill(self, t0):
-        """SIGKILL to one worker of hello that looks idle: asleep reading its socket."""
+        """SIGKILL to one worker of hello that looks idle: asleep reading its request pipe."""
         idle = [pid for pid, state in self.warren.workers("hello").items()
-                if state == "S" and wchan(pid) in ("unix_stream_read_generic", None)]
+                if state == "S" and wchan(pid) in ("pipe_read", None)]
         if not idle:
             return
         with self.stats.lock:

@@ -15,15 +15,15 @@ use tokio::time::{Duration, Instant};
 use warren_config::App;
 
 use crate::DispatchError;
+use crate::pipes::WorkerPipes;
 use crate::queue::Queue;
 use crate::ratelimit::{APP_LOG_BURST, APP_LOG_PER_SECOND, TokenBucket};
-use crate::sock::WorkerSocket;
 use crate::stats::AppStats;
 
 /// The master's connection to one worker process.
 #[derive(Debug)]
 pub struct WorkerConn {
-    pub(crate) stream: WorkerSocket,
+    pub(crate) pipes: WorkerPipes,
     /// Bytes read from the worker and not yet consumed; kept across requests.
     pub(crate) rbuf: BytesMut,
     pub pid: i32,
@@ -38,10 +38,10 @@ pub struct WorkerConn {
 }
 
 impl WorkerConn {
-    pub(crate) fn new(stream: WorkerSocket, pid: i32, epoch: u64) -> Self {
+    pub(crate) fn new(pipes: WorkerPipes, pid: i32, epoch: u64) -> Self {
         WorkerConn {
             epoch,
-            stream,
+            pipes,
             rbuf: BytesMut::with_capacity(16 * 1024),
             pid,
             requests: 0,
@@ -366,7 +366,7 @@ impl AppState {
     }
 
     /// Returns a worker that finished a request: to the oldest live waiter, else to idle; or
-    /// retires it (its socket closes, it exits, the supervisor forks a fresh one).
+    /// retires it (its pipes close, it exits, the supervisor forks a fresh one).
     pub(crate) fn checkin(&self, mut w: WorkerConn) {
         if w.requests > 0
             && self.config.limits.request_timeout.is_some()
@@ -465,7 +465,7 @@ impl AppState {
         (pool.live, pool.idle.len(), pool.starting, idle_for)
     }
 
-    /// Retires up to `n` idle workers, the longest idle first (their sockets close, they exit,
+    /// Retires up to `n` idle workers, the longest idle first (their pipes close, they exit,
     /// the supervisor sees them go). A busy worker is never touched. Returns how many went.
     pub(crate) fn retire_idle(&self, n: usize) -> usize {
         let retired: Vec<WorkerConn> = {

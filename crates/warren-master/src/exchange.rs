@@ -9,7 +9,7 @@
 //! frames into a bounded channel. They must be concurrent: an app may answer before reading its
 //! input, and a worker blocked writing a response would never drain a body we insisted on
 //! writing first. The pump only ever stops at a frame boundary (it is told to stop, never
-//! cancelled), so the socket always stays in a state the worker can read.
+//! cancelled), so the request pipe always stays in a state the worker can read.
 //!
 //! When the client goes away mid-response, the task sends `CANCEL` (after the body's end
 //! frame, so frames never interleave), the worker stops iterating and calls `close()`, and the
@@ -33,7 +33,7 @@ use warren_protocol::{
 use crate::DispatchError;
 use crate::app::{AppState, WorkerConn};
 use crate::body::{BodyError, ResponseBody};
-use crate::sock::WorkerSocket;
+use crate::pipes::WorkerPipes;
 
 /// Response frames buffered between the worker and a slow client, per request.
 const CHANNEL_CHUNKS: usize = 4;
@@ -71,16 +71,16 @@ struct PumpState {
 /// A `CANCEL` frame, ready to write.
 const CANCEL: [u8; FRAME_HEADER] = [Kind::Cancel as u8, 0, 0, 0, 0];
 
-/// Bytes asked of the socket when no frame is begun: a small response's frames, which arrive
+/// Bytes asked of the response pipe when no frame is begun: a small response's frames, which arrive
 /// together. The read's room is zero-filled first (this crate has no unsafe code to read into
 /// spare capacity), on every request, so it is kept small; a larger response's rest is asked
 /// for once its header is in.
 const READ_MIN: usize = 4096;
-/// Most bytes asked of the socket by one read: a body frame and the next frame's header.
+/// Most bytes asked of the response pipe by one read: a body frame and the next frame's header.
 const READ_MAX: usize = BODY_CHUNK + 2 * FRAME_HEADER;
 
 /// Reads one frame from the worker: kind and payload.
-async fn read_frame(sock: &WorkerSocket, rbuf: &mut BytesMut) -> io::Result<(Kind, Bytes)> {
+async fn read_frame(pipes: &WorkerPipes, rbuf: &mut BytesMut) -> io::Result<(Kind, Bytes)> {
     loop {
         // What is missing of the frame begun, and the next header.
         let mut want = READ_MIN;
@@ -95,7 +95,7 @@ async fn read_frame(sock: &WorkerSocket, rbuf: &mut BytesMut) -> io::Result<(Kin
             }
             want = (total - rbuf.len() + FRAME_HEADER).clamp(READ_MIN, READ_MAX);
         }
-        if sock.read_into(rbuf, want).await? == 0 {
+        if pipes.read_into(rbuf, want).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
@@ -220,15 +220,15 @@ impl Drop for Exchange {
 /// Finishes an abandoned exchange: sends the rest of the request and `CANCEL`, discards the
 /// response.
 async fn recover(app: Arc<AppState>, mut w: WorkerConn, rest: Bytes) {
-    let sent = w.stream.write_all(&rest).await.is_ok() && w.stream.write_all(&CANCEL).await.is_ok();
-    if sent && discard(&w.stream, &mut w.rbuf).await {
+    let sent = w.pipes.write_all(&rest).await.is_ok() && w.pipes.write_all(&CANCEL).await.is_ok();
+    if sent && discard(&w.pipes, &mut w.rbuf).await {
         app.checkin(w);
     }
 }
 
 /// Reads and drops response frames up to the end of the response; whether the worker is
 /// reusable.
-async fn discard(rd: &WorkerSocket, rbuf: &mut BytesMut) -> bool {
+async fn discard(rd: &WorkerPipes, rbuf: &mut BytesMut) -> bool {
     loop {
         match read_frame(rd, rbuf).await {
             Ok((Kind::RespEnd | Kind::RespAbort, _)) => return true,
@@ -268,7 +268,7 @@ impl Exchange {
                 0 => worker_gone(&app, w.pid, e),
                 _ => worker_failed(&app, w.pid, e),
             };
-            match w.stream.write(&self.frame[self.written..]).await {
+            match w.pipes.write(&self.frame[self.written..]).await {
                 Ok(0) => {
                     let e = io::Error::from(io::ErrorKind::WriteZero);
                     return Err(failed(&e, self.written));
@@ -277,7 +277,7 @@ impl Exchange {
                 Err(e) => return Err(failed(&e, self.written)),
             }
         }
-        let head = match read_frame(&w.stream, &mut w.rbuf).await {
+        let head = match read_frame(&w.pipes, &mut w.rbuf).await {
             Ok((Kind::RespHead, payload)) => payload,
             Ok((kind, _)) => {
                 let e = io::Error::new(
@@ -286,11 +286,16 @@ impl Exchange {
                 );
                 return Err(worker_failed(&app, w.pid, &e));
             }
-            // A worker that dies with our request still unread in its socket makes the kernel
-            // reset the connection (a worker that read it and then died gives a clean EOF): the
-            // request never reached the app, so it may run elsewhere.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && w.rbuf.is_empty() => {
-                return Err(worker_gone(&app, w.pid, &e));
+            // A worker that died with some of our request still in its pipe never passed it
+            // to the app (a request without a body is one frame), so it may run elsewhere.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && w.rbuf.is_empty() => {
+                return Err(match w.pipes.unread() {
+                    Ok(n) if n > 0 => {
+                        let why = format!("it exited with {n} bytes of the request unread");
+                        worker_gone(&app, w.pid, &io::Error::other(why))
+                    }
+                    _ => worker_failed(&app, w.pid, &e),
+                });
             }
             Err(e) => return Err(worker_failed(&app, w.pid, &e)),
         };
@@ -325,14 +330,13 @@ impl Exchange {
                 }
             }
             if outcome == Forwarded::Ended {
-                outcome = forward(&app, pid, &w.stream, &mut w.rbuf, None, &tx, None).await;
+                outcome = forward(&app, pid, &w.pipes, &mut w.rbuf, None, &tx, None).await;
             }
             let reusable = match outcome {
                 Forwarded::Ended => true,
                 Forwarded::Broken => false,
                 Forwarded::ClientGone => {
-                    w.stream.write_all(&CANCEL).await.is_ok()
-                        && discard(&w.stream, &mut w.rbuf).await
+                    w.pipes.write_all(&CANCEL).await.is_ok() && discard(&w.pipes, &mut w.rbuf).await
                 }
             };
             if reusable {
@@ -357,7 +361,7 @@ where
 {
     // The head goes first, here: if the worker is already dead, nothing of the body has been
     // consumed and another worker can take the request.
-    if let Err(e) = w.stream.write_all(&frame).await {
+    if let Err(e) = w.pipes.write_all(&frame).await {
         return Err(worker_gone(&app, w.pid, &e));
     }
     let (head_tx, head_rx) = oneshot::channel();
@@ -390,15 +394,15 @@ async fn drive<B>(
     let pid = w.pid;
     let stop = Notify::new();
     let state = PumpState::default();
-    let WorkerConn { stream, rbuf, .. } = &mut w;
-    // Reader and pump share the socket: reads and writes never wait on each other.
-    let sock: &WorkerSocket = stream;
+    let WorkerConn { pipes, rbuf, .. } = &mut w;
+    // Reader and pump share the pipes: each reads or writes its own.
+    let pipes: &WorkerPipes = pipes;
     let (outcome, pumped) = {
-        let mut pump = std::pin::pin!(pump(sock, body, limits, &stop, &state));
+        let mut pump = std::pin::pin!(pump(pipes, body, limits, &stop, &state));
         let mut read = std::pin::pin!(forward(
             &app,
             pid,
-            sock,
+            pipes,
             rbuf,
             Some(head_tx),
             &tx,
@@ -429,7 +433,7 @@ async fn drive<B>(
             Forwarded::Ended => true,
             Forwarded::Broken => false,
             Forwarded::ClientGone => {
-                sock.write_all(&CANCEL).await.is_ok() && discard(sock, rbuf).await
+                pipes.write_all(&CANCEL).await.is_ok() && discard(pipes, rbuf).await
             }
         };
     if reusable {
@@ -456,7 +460,7 @@ async fn drive<B>(
 /// Copies the client's body to the worker. Stops at a frame boundary when `stop` fires, and
 /// always leaves the stream ending with `BODY_END` or `BODY_ABORT`.
 async fn pump<B>(
-    wr: &WorkerSocket,
+    wr: &WorkerPipes,
     mut body: B,
     limits: BodyLimits,
     stop: &Notify,
@@ -541,7 +545,7 @@ enum Forwarded {
 async fn forward(
     app: &AppState,
     pid: i32,
-    rd: &WorkerSocket,
+    rd: &WorkerPipes,
     rbuf: &mut BytesMut,
     mut head_tx: Option<HeadSender>,
     tx: &mpsc::Sender<Result<Bytes, BodyError>>,

@@ -15,11 +15,11 @@ mod body;
 pub mod confinement;
 mod exchange;
 pub mod metrics;
+mod pipes;
 mod procfs;
 pub mod queue;
 pub mod ratelimit;
 mod scaler;
-mod sock;
 pub mod stats;
 mod zygote;
 

@@ -13,9 +13,9 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::Arc;
 
-use nix::sys::socket::{
-    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
-};
+use nix::fcntl::OFlag;
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use nix::unistd::pipe2;
 use tokio::io::Interest;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::UnixDatagram;
@@ -27,7 +27,7 @@ use warren_protocol::{FRAME_HEADER, Kind, parse_header};
 
 use crate::app::{AppState, Health, WorkerConn};
 use crate::confinement::{AppSandbox, Confinement, report_usage};
-use crate::sock::WorkerSocket;
+use crate::pipes::WorkerPipes;
 
 /// How long a new worker may take to say READY.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -238,7 +238,7 @@ async fn run_zygote(
 
     let mut ready = false;
     let mut next_token = 0u32;
-    let mut pending: HashMap<u32, (WorkerSocket, Instant)> = HashMap::new();
+    let mut pending: HashMap<u32, (WorkerPipes, Instant)> = HashMap::new();
     // Start time of each running worker, to tell a crash loop from an occasional death.
     let mut started_at: HashMap<i32, Instant> = HashMap::new();
     // Workers' pids inside the zygote's pid namespace → as seen here.
@@ -268,9 +268,9 @@ async fn run_zygote(
             while app.live_workers() < app.target() {
                 next_token = next_token.wrapping_add(1);
                 match request_fork(&control, next_token).await {
-                    Ok(stream) => {
+                    Ok(pipes) => {
                         app.worker_forking();
-                        pending.insert(next_token, (stream, Instant::now()));
+                        pending.insert(next_token, (pipes, Instant::now()));
                     }
                     Err(e) => {
                         tracing::error!(app = app.name(), error = %e, "cannot ask the zygote to fork");
@@ -326,12 +326,12 @@ async fn run_zygote(
                         );
                     }
                     Msg::Forked { token, pid: ns_pid } => {
-                        if let Some((stream, asked)) = pending.remove(&token) {
+                        if let Some((pipes, asked)) = pending.remove(&token) {
                             let pid = warren_sandbox::host_pid_of_child(zygote_pid, ns_pid)
                                 .unwrap_or(ns_pid);
                             host_pids.insert(ns_pid, pid);
                             started_at.insert(ns_pid, asked);
-                            tokio::spawn(await_ready(app.clone(), stream, pid, asked, app.epoch()));
+                            tokio::spawn(await_ready(app.clone(), pipes, pid, asked, app.epoch()));
                         }
                     }
                     Msg::ForkFailed { token, errno } => {
@@ -408,18 +408,15 @@ async fn run_zygote(
     }
 }
 
-/// Creates the worker's socket pair and sends the worker's end to the zygote.
-async fn request_fork(control: &UnixDatagram, token: u32) -> std::io::Result<WorkerSocket> {
-    // Blocking for the worker (it does blocking I/O); ours is made non-blocking by
-    // `WorkerSocket::new`.
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?;
+/// Creates the worker's two pipes and sends the worker's ends to the zygote: the read end of
+/// the request pipe and the write end of the response pipe, in that order.
+async fn request_fork(control: &UnixDatagram, token: u32) -> std::io::Result<WorkerPipes> {
+    // Blocking for the worker (it does blocking I/O); ours are made non-blocking by
+    // `WorkerPipes::new`.
+    let (req_r, req_w) = pipe2(OFlag::O_CLOEXEC)?;
+    let (resp_r, resp_w) = pipe2(OFlag::O_CLOEXEC)?;
     let buf = Msg::Fork { token }.encode();
-    let fds = [theirs.as_raw_fd()];
+    let fds = [req_r.as_raw_fd(), resp_w.as_raw_fd()];
     loop {
         control.writable().await?;
         let sent = control.try_io(Interest::WRITABLE, || {
@@ -438,8 +435,10 @@ async fn request_fork(control: &UnixDatagram, token: u32) -> std::io::Result<Wor
             Err(e) => return Err(e),
         }
     }
-    drop(theirs);
-    WorkerSocket::new(std::os::unix::net::UnixStream::from(ours))
+    // The worker's ends are the zygote's now: ours must close, or the worker's exit would not
+    // end the response stream.
+    drop((req_r, resp_w));
+    WorkerPipes::new(resp_r, req_w)
 }
 
 async fn receive(control: &UnixDatagram) -> std::io::Result<Msg> {
@@ -452,15 +451,9 @@ async fn receive(control: &UnixDatagram) -> std::io::Result<Msg> {
 }
 
 /// Waits for a forked worker's `READY`, then puts it in the pool.
-async fn await_ready(
-    app: Arc<AppState>,
-    stream: WorkerSocket,
-    pid: i32,
-    asked: Instant,
-    epoch: u64,
-) {
+async fn await_ready(app: Arc<AppState>, pipes: WorkerPipes, pid: i32, asked: Instant, epoch: u64) {
     let mut hdr = [0u8; FRAME_HEADER];
-    let ready = tokio::time::timeout(READY_TIMEOUT, stream.read_exact(&mut hdr)).await;
+    let ready = tokio::time::timeout(READY_TIMEOUT, pipes.read_exact(&mut hdr)).await;
     match ready.map(|r| r.map(|_| parse_header(hdr))) {
         Ok(Ok(Ok((Kind::Ready, 0)))) => {
             let us = asked.elapsed().as_micros() as u64;
@@ -470,7 +463,7 @@ async fn await_ready(
                 fork_to_ready_us = us,
                 "worker started"
             );
-            app.adopt(WorkerConn::new(stream, pid, epoch), epoch);
+            app.adopt(WorkerConn::new(pipes, pid, epoch), epoch);
         }
         other => {
             app.not_started(epoch);

@@ -1,8 +1,9 @@
 //! Messages between the master and an app's zygote, over a `SOCK_SEQPACKET` pair.
 //!
 //! Each message is one fixed-size packet, so no framing is needed and a short read is an error.
-//! `Fork` travels with one file descriptor (`SCM_RIGHTS`): the worker's end of a fresh socket
-//! pair, which the forked child keeps as its connection to the master.
+//! `Fork` travels with two file descriptors (`SCM_RIGHTS`): the read end of a fresh request pipe
+//! and the write end of a fresh response pipe, which the forked child keeps as its connection
+//! to the master.
 
 use crate::ProtocolError;
 
@@ -20,7 +21,7 @@ pub const EXIT_SANDBOX_FAILED: i32 = 4;
 pub enum Msg {
     /// zygote → master: the app is imported; forks may be requested.
     ZygoteReady { pid: i32 },
-    /// master → zygote: fork a worker that serves on the attached socket.
+    /// master → zygote: fork a worker that serves on the attached pipes (requests, responses).
     Fork { token: u32 },
     /// zygote → master: the worker for `token` runs as `pid`.
     Forked { token: u32, pid: i32 },

@@ -1,4 +1,5 @@
-//! The master↔worker wire format: a stream of frames over one Unix stream socket per worker.
+//! The master↔worker wire format: streams of frames over two pipes per worker (requests and
+//! their bodies in one, responses in the other).
 //!
 //! ```text
 //! frame  = kind:u8  len:u32le  payload[len]

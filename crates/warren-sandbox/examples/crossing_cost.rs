@@ -2,11 +2,12 @@
 //!
 //! A parent (the front's stand-in) and a child (the worker's) bounce one byte back and forth,
 //! both on one CPU (the first this process may use) so that every wake-up is local and the
-//! scheduler's placement does not blur the figures; the child waits as a worker does (a
-//! non-blocking read, then `poll`). The child
-//! runs either in the parent's own cgroups or in an app group that [`Cgroups::create_app`]
-//! makes (memory, CPU quota, pids: what a confined worker joins), over either a Unix
-//! socketpair (warren's transport) or a pair of pipes. Rounds alternate between the variants;
+//! scheduler's placement does not blur the figures. The child runs either in the parent's own
+//! cgroups or in an app group that [`Cgroups::create_app`] makes (memory, CPU quota, pids: what
+//! a confined worker joins), over either a pair of pipes (warren's transport; the child waits
+//! in a blocking `read`, as a worker does) or a Unix socketpair (the child waits as a worker
+//! on a socket must, or be woken each time its peer frees room: a non-blocking read, then
+//! `poll`). Rounds alternate between the variants;
 //! medians are printed, per round trip: the elapsed time and each side's CPU time (from
 //! `/proc/PID/schedstat`).
 //!
@@ -73,15 +74,17 @@ fn channel(pipes: bool) -> (Ends, Ends) {
 }
 
 /// The child: echoes each byte until the parent closes its end. Never returns.
-fn echo(mut ends: Ends, procs: &[PathBuf]) -> ! {
+fn echo(mut ends: Ends, pipes: bool, procs: &[PathBuf]) -> ! {
     for p in procs {
         std::fs::write(p, "0").expect("joining the app's group");
     }
-    nix::fcntl::fcntl(
-        ends.from.as_fd(),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )
-    .expect("O_NONBLOCK");
+    if !pipes {
+        nix::fcntl::fcntl(
+            ends.from.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .expect("O_NONBLOCK");
+    }
     let mut b = [0u8; 64];
     loop {
         let n = match ends.from.read(&mut b) {
@@ -114,7 +117,7 @@ fn round(pipes: bool, procs: &[PathBuf]) -> [f64; 3] {
     let child = match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
             drop(ours);
-            echo(theirs, procs)
+            echo(theirs, pipes, procs)
         }
         ForkResult::Parent { child } => child,
     };
@@ -184,7 +187,7 @@ fn main() {
         places.push(("the app's memory group only", only("memory")));
         places.push(("the app's cpu group only", only("cpu")));
     }
-    let transports = [("socketpair", false), ("pipes", true)];
+    let transports = [("pipes", true), ("socketpair", false)];
     // rows[transport][place]: one [elapsed, child, parent] per round.
     let mut rows = vec![vec![Vec::<[f64; 3]>::new(); places.len()]; transports.len()];
     for _ in 0..ROUNDS {

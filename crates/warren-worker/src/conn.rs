@@ -1,14 +1,12 @@
-//! The worker's end of its socket to the master: blocking, buffered frame I/O.
+//! The worker's ends of its two pipes to the master: blocking, buffered frame I/O.
 //!
 //! A worker serves one request at a time on one thread, so blocking reads and writes are both
-//! the simplest and the fastest choice: no event loop sits between a frame and the app. (A read
-//! that must wait sleeps in `poll`, not in `recv`: see [`Conn::fill`].)
+//! the simplest and the fastest choice: no event loop sits between a frame and the app.
 //! The request body is read lazily through [`Conn::body_peek`] / [`Conn::body_consume`], which
 //! is what makes `wsgi.input` stream instead of buffering an upload.
 
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
+use std::fs::File;
+use std::io::{self, Read, Write};
 
 use warren_protocol::{FRAME_HEADER, Kind, MAX_FRAME, ProtocolError, parse_header, put_header};
 
@@ -30,7 +28,10 @@ enum Body {
 }
 
 pub struct Conn {
-    sock: UnixStream,
+    /// Requests and their bodies from the master.
+    rx: File,
+    /// Responses to the master.
+    tx: File,
     /// Read buffer: bytes `rpos..rend` are received and not yet consumed.
     rbuf: Vec<u8>,
     rpos: usize,
@@ -44,9 +45,12 @@ fn protocol(e: ProtocolError) -> io::Error {
 }
 
 impl Conn {
-    pub fn new(sock: UnixStream) -> Conn {
+    /// A connection over the read end of the request pipe and the write end of the response
+    /// pipe, both blocking.
+    pub fn new(rx: File, tx: File) -> Conn {
         Conn {
-            sock,
+            rx,
+            tx,
             rbuf: vec![0; READ_BUF],
             rpos: 0,
             rend: 0,
@@ -77,33 +81,20 @@ impl Conn {
         }
     }
 
-    /// Reads more bytes from the socket; `Ok(false)` at end of stream.
-    ///
-    /// It never sleeps inside `recv`: a reader asleep on a Unix stream socket is woken each time
-    /// its peer frees send space (when the master reads the response, at every request), and
-    /// sleeps again with nothing read. `poll` for `POLLIN` is not woken by that: it returns
-    /// for data, hang-up, an error or a signal, after each of which `recv` is tried again.
+    /// Reads more bytes from the master, waiting for at least one; `Ok(false)` at end of
+    /// stream.
     fn fill(&mut self, want: usize) -> io::Result<bool> {
         self.make_room(want);
         loop {
-            match self.recv_now() {
-                Ok(n) => return Ok(n > 0),
-                Err(nix::errno::Errno::EAGAIN) => wait_readable(&self.sock)?,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
+            match self.rx.read(&mut self.rbuf[self.rend..]) {
+                Ok(n) => {
+                    self.rend += n;
+                    return Ok(n > 0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
         }
-    }
-
-    /// Appends what has arrived to the buffer, without waiting; the bytes read.
-    fn recv_now(&mut self) -> nix::Result<usize> {
-        let n = nix::sys::socket::recv(
-            self.sock.as_raw_fd(),
-            &mut self.rbuf[self.rend..],
-            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-        )?;
-        self.rend += n;
-        Ok(n)
     }
 
     /// Reads the next frame header; `Ok(None)` if the stream ends cleanly before it.
@@ -153,7 +144,7 @@ impl Conn {
         Ok(Some(&self.rbuf[start..start + len]))
     }
 
-    /// The request body bytes available now without blocking past the next socket read:
+    /// The request body bytes available now without blocking past the next pipe read:
     /// empty at the end of the body. An aborted body is an error.
     pub fn body_peek(&mut self) -> io::Result<&[u8]> {
         loop {
@@ -254,8 +245,20 @@ impl Conn {
 
     /// Reads whatever has arrived, without waiting.
     fn fill_nonblocking(&mut self) {
-        self.make_room(READ_BUF);
-        let _ = self.recv_now();
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.rx.as_fd(), PollFlags::POLLIN)];
+        let readable = matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLIN));
+        if readable {
+            self.make_room(READ_BUF);
+            // Data is waiting: this read returns at once.
+            if let Ok(n) = self.rx.read(&mut self.rbuf[self.rend..]) {
+                self.rend += n;
+            }
+        }
     }
 
     /// Queues a frame for sending.
@@ -267,7 +270,7 @@ impl Conn {
             if self.wbuf.len() + piece.len() > WRITE_HIGH_WATER {
                 put_header(&mut self.wbuf, kind, piece.len());
                 self.flush()?;
-                write_all(&mut self.sock, piece)?;
+                write_all(&mut self.tx, piece)?;
             } else {
                 put_header(&mut self.wbuf, kind, piece.len());
                 self.wbuf.extend_from_slice(piece);
@@ -284,7 +287,7 @@ impl Conn {
     /// Writes out everything queued.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
-            let r = write_all(&mut self.sock, &self.wbuf);
+            let r = write_all(&mut self.tx, &self.wbuf);
             self.wbuf.clear();
             r?;
         }
@@ -292,20 +295,9 @@ impl Conn {
     }
 }
 
-/// Sleeps until `sock` has something to read (or is hung up).
-fn wait_readable(sock: &UnixStream) -> io::Result<()> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::os::fd::AsFd;
-    let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::NONE) {
-        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn write_all(sock: &mut UnixStream, mut buf: &[u8]) -> io::Result<()> {
+fn write_all(out: &mut File, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
-        match sock.write(buf) {
+        match out.write(buf) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => buf = &buf[n..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -321,11 +313,19 @@ mod tests {
     use std::time::Duration;
     use warren_protocol::put_frame;
 
-    /// A request sent while the worker waits wakes it (it waits in `poll`, see `fill`); the
-    /// master closing the socket while it waits ends the loop cleanly.
+    /// The master's ends (requests in, responses out) and the worker's connection.
+    fn pipes() -> ((File, File), Conn) {
+        let (req_r, req_w) = nix::unistd::pipe().unwrap();
+        let (resp_r, resp_w) = nix::unistd::pipe().unwrap();
+        let master = (File::from(req_w), File::from(resp_r));
+        (master, Conn::new(File::from(req_r), File::from(resp_w)))
+    }
+
+    /// A request sent while the worker waits wakes it; the master closing its end while the
+    /// worker waits ends the loop cleanly.
     #[test]
     fn waits_for_a_request_and_for_the_close() {
-        let (master, worker) = UnixStream::pair().unwrap();
+        let ((master, _responses), mut conn) = pipes();
         let sender = std::thread::spawn(move || {
             let mut frame = Vec::new();
             put_frame(&mut frame, Kind::Request, b"head");
@@ -334,20 +334,19 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             drop(master);
         });
-        let mut conn = Conn::new(worker);
         assert_eq!(conn.next_request().unwrap(), Some(&b"head"[..]));
         assert_eq!(conn.next_request().unwrap(), None);
         sender.join().unwrap();
     }
 
-    /// The point of waiting in `poll`: the master reading what the worker wrote frees room
-    /// in the socket, which wakes a reader asleep in `recv` but not the waiting worker.
+    /// One of the reasons for two pipes: the master reading what the worker wrote frees room
+    /// in the response pipe, which does not wake the worker waiting on the request pipe (a
+    /// reader asleep on a Unix stream socket is woken by it, and sleeps again).
     #[test]
     fn the_master_reading_does_not_wake_a_waiting_worker() {
-        let (master, worker) = UnixStream::pair().unwrap();
+        let ((master, responses), mut conn) = pipes();
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn(move || {
-            let mut conn = Conn::new(worker);
             conn.put(Kind::Ready, &[]).unwrap();
             conn.flush().unwrap();
             tid_tx.send(nix::unistd::gettid().as_raw()).unwrap();
@@ -376,7 +375,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         let before = field("voluntary_ctxt_switches:");
         let mut ready = [0u8; FRAME_HEADER];
-        std::io::Read::read_exact(&mut &master, &mut ready).unwrap();
+        (&responses).read_exact(&mut ready).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(
             field("voluntary_ctxt_switches:"),

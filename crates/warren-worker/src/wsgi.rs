@@ -1,5 +1,5 @@
 //! PEP 3333 on the worker side: `environ` built in Rust, `start_response`, `write()`,
-//! `wsgi.input` reading from the socket, the response iterable streamed frame by frame.
+//! `wsgi.input` reading from the request pipe, the response iterable streamed frame by frame.
 //!
 //! The request loop is [`Worker::serve`]. Per request it decodes the `REQUEST` frame, builds
 //! `environ` (a copy of a prepared base dict plus the request's keys), calls the app, sends
@@ -406,7 +406,7 @@ impl<'a, 'py> Worker<'a, 'py> {
         }
     }
 
-    /// Serves requests until the master closes the socket.
+    /// Serves requests until the master closes the request pipe.
     pub fn serve(&self) -> io::Result<()> {
         {
             let mut conn = self.conn.borrow_mut();

@@ -3,15 +3,15 @@
 //! It runs single-threaded (a requirement for `fork()` and, later, for user namespaces) and
 //! waits on two things with `poll`: the control socket from the master (fd 3, a
 //! `SOCK_SEQPACKET` socket) and a signalfd for `SIGCHLD`. A `Fork` message carries the worker's
-//! socket; the zygote forks with CPython's `PyOS_BeforeFork` / `PyOS_AfterFork_*` around
+//! two pipe ends; the zygote forks with CPython's `PyOS_BeforeFork` / `PyOS_AfterFork_*` around
 //! `fork()`, so the child starts with the app already imported and its pages shared
 //! copy-on-write. Exits of workers are reaped here and reported to the master with their raw
 //! wait status. When the master goes away the control socket reads end-of-file and the zygote
 //! exits; its workers follow through their parent-death signal.
 
+use std::fs::File;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
@@ -42,27 +42,27 @@ fn send(ctl: RawFd, msg: Msg) {
     }
 }
 
-/// Reads one control message and the descriptor sent with it. `None` means the master is gone.
-fn receive(ctl: RawFd) -> Option<(Msg, Option<OwnedFd>)> {
+/// Reads one control message and the descriptors sent with it. `None` means the master is gone.
+fn receive(ctl: RawFd) -> Option<(Msg, Vec<OwnedFd>)> {
     let mut buf = [0u8; MSG_LEN];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let mut cmsg = nix::cmsg_space!([RawFd; 2]);
     let mut iov = [IoSliceMut::new(&mut buf)];
     let msg = recvmsg::<()>(ctl, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC).ok()?;
     let n = msg.bytes;
-    let mut fd = None;
+    let mut fds = Vec::new();
     for c in msg.cmsgs().ok()? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for raw in fds {
-                // SAFETY: the kernel just installed this descriptor for us; nobody else owns it.
-                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                fd.get_or_insert(owned);
-            }
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel just installed these descriptors for us; nobody else owns them.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
         }
     }
     if n == 0 {
         return None;
     }
-    Msg::decode(&buf[..n]).ok().map(|m| (m, fd))
+    Msg::decode(&buf[..n]).ok().map(|m| (m, fds))
 }
 
 /// Confines this process as `policy` says (every step but seccomp, which each worker applies
@@ -200,9 +200,20 @@ fn serve_forks(
         }
         match receive(ctl) {
             None => std::process::exit(0),
-            Some((Msg::Fork { token }, Some(sock))) => fork_worker(
-                py, spec, prepared, filters, ctl, token, sock, &sfd, &old_mask,
-            ),
+            Some((Msg::Fork { token }, fds)) if fds.len() == 2 => {
+                let [rx, tx] = <[OwnedFd; 2]>::try_from(fds).expect("checked");
+                fork_worker(
+                    py,
+                    spec,
+                    prepared,
+                    filters,
+                    ctl,
+                    token,
+                    (rx, tx),
+                    &sfd,
+                    &old_mask,
+                )
+            }
             Some((other, _)) => {
                 eprintln!("warren-worker: zygote: unexpected control message {other:?}");
             }
@@ -240,7 +251,7 @@ fn fork_worker(
     filters: Option<&Filters>,
     ctl: RawFd,
     token: u32,
-    sock: OwnedFd,
+    pipes: (OwnedFd, OwnedFd),
     sfd: &SignalFd,
     old_mask: &SigSet,
 ) {
@@ -273,7 +284,7 @@ fn fork_worker(
     };
     match forked {
         Ok(ForkResult::Parent { child }) => {
-            drop(sock);
+            drop(pipes);
             send(
                 ctl,
                 Msg::Forked {
@@ -283,7 +294,7 @@ fn fork_worker(
             );
         }
         Err(e) => {
-            drop(sock);
+            drop(pipes);
             send(ctl, Msg::ForkFailed { token, errno: e });
         }
         Ok(ForkResult::Child) => {
@@ -304,14 +315,14 @@ fn fork_worker(
                 eprintln!("warren-worker: app {}: {e}", spec.name);
                 exit_now(EXIT_SANDBOX_FAILED);
             }
-            let code = run_worker(spec, prepared, sock);
+            let code = run_worker(spec, prepared, pipes);
             exit_now(code);
         }
     }
 }
 
-fn run_worker(spec: &AppSpec, prepared: &Prepared<'_>, sock: OwnedFd) -> i32 {
-    let worker = Worker::new(prepared, Conn::new(UnixStream::from(sock)));
+fn run_worker(spec: &AppSpec, prepared: &Prepared<'_>, (rx, tx): (OwnedFd, OwnedFd)) -> i32 {
+    let worker = Worker::new(prepared, Conn::new(File::from(rx), File::from(tx)));
     match worker.serve() {
         Ok(()) => 0,
         Err(e) => {

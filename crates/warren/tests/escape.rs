@@ -1103,11 +1103,12 @@ fn clock_settime_is_refused() {
 }
 
 #[test]
-fn worker_holds_only_stdio_and_its_master_socket() {
+fn worker_holds_only_stdio_and_its_two_pipes_to_the_master() {
     let Some(s) = Scene::start() else { return };
     let r = s.attack("/fds");
     assert_contained(&r, &[]);
-    assert_eq!(r.int("sockets"), 1, "{}", r.body);
+    assert_eq!(r.int("pipes"), 2, "{}", r.body);
+    assert_eq!(r.int("sockets"), 0, "{}", r.body);
     s.finish();
 }
 

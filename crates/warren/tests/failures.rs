@@ -527,6 +527,42 @@ fn a_request_is_not_failed_by_a_worker_that_died_while_idle() {
 }
 
 #[test]
+fn a_request_left_unread_by_a_worker_that_died_runs_on_another() {
+    // The worker is stopped, so the request the master writes into its pipe stays there; then
+    // it is killed. The request never reached the app: it must run on the replacement, not
+    // fail with a 502.
+    let w = start_good("", "");
+    let (status, pid1) = body_text(&w, "/pid");
+    assert_eq!(status, 200);
+    let host = support::host_pid(w.pid(), &pid1);
+    signal(&host, "STOP");
+    let addr = w.addr;
+    let request = std::thread::spawn(move || {
+        let mut c = support::Client::connect(addr, GOOD);
+        let resp = c.get("/pid");
+        (resp.status, resp.text())
+    });
+    // Long enough for the master to have written the request into the stopped worker's pipe
+    // (it does so as soon as the request arrives).
+    std::thread::sleep(Duration::from_millis(1000));
+    kill(&host);
+    let (status, text) = request.join().unwrap();
+    assert_eq!(
+        status, 200,
+        "a request its worker never read got {status}: {text}"
+    );
+    assert_ne!(text, pid1);
+    assert!(
+        w.wait_for_log_line(
+            Duration::from_secs(10),
+            &["retrying on another worker", "bytes of the request unread"]
+        ),
+        "the retry names the unread request"
+    );
+    w.stop();
+}
+
+#[test]
 fn an_idle_worker_killed_from_outside_is_replaced() {
     let w = start_good("", "");
     let (status, pid1) = body_text(&w, "/pid");

@@ -246,7 +246,7 @@ workers = 1
 #[test]
 fn a_client_that_stops_reading_holds_its_worker_no_longer_than_request_timeout() {
     let w = start(1, "request_timeout_s = 1");
-    // A response the client never reads: the worker blocks on a full socket...
+    // A response the client never reads: the worker blocks on a full pipe...
     let mut stalled = w.client(GOOD);
     stalled
         .send(format!("GET /flood HTTP/1.1\r\nHost: {GOOD}\r\n\r\n").as_bytes())

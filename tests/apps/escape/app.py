@@ -933,9 +933,10 @@ def attack_settimeofday(q):
 
 
 def attack_fds(q):
-    """The descriptors this worker holds: only 0-2, its socket to the master, and the listing's."""
+    """The descriptors this worker holds: only 0-2, its two pipes to the master (requests in,
+    responses out), and the listing's."""
     names = os.listdir("/proc/self/fd")
-    entries, sockets, gone, others = [], [], [], []
+    entries, pipes, gone, others = [], [], [], []
     for name in sorted(names, key=int):
         fd = int(name)
         try:
@@ -947,14 +948,15 @@ def attack_fds(q):
             continue
         if target is None:
             gone.append(fd)
-        elif target.startswith("socket:"):
-            sockets.append(fd)
+        elif target.startswith("pipe:"):
+            pipes.append(fd)
         else:
             others.append(fd)
     detail = ";".join(entries)
-    if len(sockets) == 1 and not others and len(gone) <= 1:
-        return contained(detail, sockets=len(sockets))
-    return escaped(detail, sockets=len(sockets))
+    sockets = sum(1 for fd in others if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"))
+    if len(pipes) == 2 and not others and len(gone) <= 1:
+        return contained(detail, pipes=len(pipes), sockets=sockets)
+    return escaped(detail, pipes=len(pipes), sockets=sockets)
 
 
 def attack_seccomp_layer(q):
