@@ -595,8 +595,7 @@ def main():
 
     if "warren" in servers:
         # The filter's share of a request: its cost per syscall times a worker's syscalls per
-        # request (two to four: recvfrom, a poll and a second recvfrom when the request is not
-        # there yet, sendto).
+        # request (two: a read and a write).
         cost = subprocess.run([os.path.join(ROOT, "target/release/examples/seccomp_cost")],
                               capture_output=True, text=True, timeout=120)
         print("\n" + (cost.stdout.strip() or f"seccomp_cost failed: {cost.stderr.strip()}"))
