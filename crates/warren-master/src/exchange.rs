@@ -44,6 +44,9 @@ const DISCARD_MAX: u64 = 1024 * 1024;
 /// How long that draining may take.
 const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long the pump may take to finish the frame it is writing once the client has gone.
+const PUMP_FINISH: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Bounds on a request body.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BodyLimits {
@@ -286,11 +289,13 @@ impl Exchange {
                 );
                 return Err(worker_failed(&app, w.pid, &e));
             }
-            // A worker that died with some of our request still in its pipe never passed it
-            // to the app (a request without a body is one frame), so it may run elsewhere.
+            // A worker calls the app once it has read the whole `REQUEST` frame; all that
+            // follows it here is the empty `BODY_END` frame, which the worker reads later. One
+            // that died with more than that still in its pipe never passed the request to the
+            // app, so it may run elsewhere.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && w.rbuf.is_empty() => {
                 return Err(match w.pipes.unread() {
-                    Ok(n) if n > 0 => {
+                    Ok(n) if n > FRAME_HEADER => {
                         let why = format!("it exited with {n} bytes of the request unread");
                         worker_gone(&app, w.pid, &io::Error::other(why))
                     }
@@ -397,29 +402,65 @@ async fn drive<B>(
     let WorkerConn { pipes, rbuf, .. } = &mut w;
     // Reader and pump share the pipes: each reads or writes its own.
     let pipes: &WorkerPipes = pipes;
+    // The response's end, when it was read while the pump finished (the client gone).
+    let mut response_ended = false;
     let (outcome, pumped) = {
         let mut pump = std::pin::pin!(pump(pipes, body, limits, &stop, &state));
-        let mut read = std::pin::pin!(forward(
-            &app,
-            pid,
-            pipes,
-            rbuf,
-            Some(head_tx),
-            &tx,
-            Some((&state, limits)),
-        ));
         let mut pumped = None;
-        let outcome = loop {
-            tokio::select! {
-                o = &mut read => break o,
-                p = &mut pump, if pumped.is_none() => pumped = Some(p),
+        let outcome = {
+            let mut read = std::pin::pin!(forward(
+                &app,
+                pid,
+                pipes,
+                rbuf,
+                Some(head_tx),
+                &tx,
+                Some((&state, limits)),
+            ));
+            loop {
+                tokio::select! {
+                    o = &mut read => break o,
+                    p = &mut pump, if pumped.is_none() => pumped = Some(p),
+                }
             }
         };
         let pumped = match pumped {
             Some(p) => p,
             None => {
                 stop.notify_one();
-                pump.await
+                match outcome {
+                    // The worker reads the rest of the body once its response has ended.
+                    Forwarded::Ended => pump.await,
+                    // Nobody reads the response any more, and the worker may be blocked
+                    // writing it while the pump waits for room in the request pipe: the
+                    // response is read and dropped while the pump finishes its frame. An app
+                    // that neither reads its body nor stops answering cannot be waited for:
+                    // past `PUMP_FINISH` the worker is given up (it exits when its pipes
+                    // close, and is replaced).
+                    Forwarded::ClientGone => {
+                        let finish = async {
+                            loop {
+                                tokio::select! {
+                                    p = &mut pump => break p,
+                                    r = read_frame(pipes, rbuf), if !response_ended => match r {
+                                        Ok((Kind::RespEnd | Kind::RespAbort, _)) => {
+                                            response_ended = true;
+                                        }
+                                        Ok((Kind::RespHead | Kind::RespBody, _)) => {}
+                                        Ok(_) | Err(_) => {
+                                            break Err(io::ErrorKind::InvalidData.into());
+                                        }
+                                    },
+                                }
+                            }
+                        };
+                        tokio::time::timeout(PUMP_FINISH, finish)
+                            .await
+                            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+                    }
+                    // Not reusable: nothing to wait for.
+                    Forwarded::Broken => Err(io::ErrorKind::BrokenPipe.into()),
+                }
             }
         };
         (outcome, pumped)
@@ -433,7 +474,8 @@ async fn drive<B>(
             Forwarded::Ended => true,
             Forwarded::Broken => false,
             Forwarded::ClientGone => {
-                pipes.write_all(&CANCEL).await.is_ok() && discard(pipes, rbuf).await
+                response_ended
+                    || (pipes.write_all(&CANCEL).await.is_ok() && discard(pipes, rbuf).await)
             }
         };
     if reusable {

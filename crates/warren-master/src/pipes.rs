@@ -1,7 +1,8 @@
 //! The master's ends of a worker's two pipes: requests go out on one, responses come in on
 //! the other, both registered with the reactor.
 //!
-//! Pipes rather than a Unix socket pair (see ARCHITECTURE.md, "Why pipes"): a pipe's write
+//! Pipes rather than a Unix socket pair (see ARCHITECTURE.md, "Why two pipes and not a Unix
+//! socket pair"): a pipe's write
 //! reuses its buffer page, where every message sent on a Unix socket allocates a buffer that is
 //! charged to the sender's memory cgroup and released by the receiver's, so each request
 //! crossed between warren's group and the app's twice; and a pipe wakes a writer only when it

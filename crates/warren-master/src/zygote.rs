@@ -1,14 +1,14 @@
 //! The supervisor of one app: starts its zygote, keeps `target` workers forked from it, reaps
 //! their exits, and backs off when the app cannot be imported.
 //!
-//! "Spawn a worker for app X" is one message: [`Msg::Fork`] with the worker's end of a fresh
-//! socket pair attached. The zygote replies `Forked{pid}`, the new worker says `READY` on its
-//! socket, and the worker joins the pool. Confinement wraps the zygote's launch
+//! "Spawn a worker for app X" is one message: [`Msg::Fork`] with the worker's ends of two fresh
+//! pipes attached. The zygote replies `Forked{pid}`, the new worker says `READY` on its
+//! response pipe, and the worker joins the pool. Confinement wraps the zygote's launch
 //! (`warren_sandbox::zygote_command`), so every worker inherits it.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -266,9 +266,18 @@ async fn run_zygote(
         let short = ready && app.live_workers() < app.target();
         if short && Instant::now() >= next_fork_at {
             while app.live_workers() < app.target() {
+                let (pipes, theirs) = match worker_pipes() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        // The master's own descriptors or memory ran short: try again later.
+                        tracing::error!(app = app.name(), error = %e, "cannot create a worker's pipes");
+                        next_fork_at = Instant::now() + BACKOFF_MIN;
+                        break;
+                    }
+                };
                 next_token = next_token.wrapping_add(1);
-                match request_fork(&control, next_token).await {
-                    Ok(pipes) => {
+                match request_fork(&control, next_token, theirs).await {
+                    Ok(()) => {
                         app.worker_forking();
                         pending.insert(next_token, (pipes, Instant::now()));
                     }
@@ -408,15 +417,35 @@ async fn run_zygote(
     }
 }
 
-/// Creates the worker's two pipes and sends the worker's ends to the zygote: the read end of
-/// the request pipe and the write end of the response pipe, in that order.
-async fn request_fork(control: &UnixDatagram, token: u32) -> std::io::Result<WorkerPipes> {
+/// The capacity asked for each of a worker's pipes: about what a Unix socket buffers.
+const PIPE_BYTES: i32 = 256 * 1024;
+
+/// A worker's two pipes: the master's ends, registered with the reactor, and the worker's:
+/// the read end of the request pipe and the write end of the response pipe, in that order.
+fn worker_pipes() -> std::io::Result<(WorkerPipes, [OwnedFd; 2])> {
     // Blocking for the worker (it does blocking I/O); ours are made non-blocking by
-    // `WorkerPipes::new`.
+    // `WorkerPipes::new` (each end is an open file of its own: the flag does not reach the
+    // worker's).
     let (req_r, req_w) = pipe2(OFlag::O_CLOEXEC)?;
     let (resp_r, resp_w) = pipe2(OFlag::O_CLOEXEC)?;
+    for end in [&req_w, &resp_w] {
+        // Room for a whole body or response frame (64 KiB and its header), so that neither
+        // side sleeps in the middle of one. Best effort: past the per-user pipe allowance
+        // (`/proc/sys/fs/pipe-user-pages-soft`, which root is exempt from) a pipe keeps the
+        // default 64 KiB, and is merely slower for large bodies.
+        let _ = nix::fcntl::fcntl(end, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
+    }
+    Ok((WorkerPipes::new(resp_r, req_w)?, [req_r, resp_w]))
+}
+
+/// Asks the zygote to fork a worker that serves on `theirs`, which go with the message.
+async fn request_fork(
+    control: &UnixDatagram,
+    token: u32,
+    theirs: [OwnedFd; 2],
+) -> std::io::Result<()> {
     let buf = Msg::Fork { token }.encode();
-    let fds = [req_r.as_raw_fd(), resp_w.as_raw_fd()];
+    let fds = theirs.each_ref().map(AsRawFd::as_raw_fd);
     loop {
         control.writable().await?;
         let sent = control.try_io(Interest::WRITABLE, || {
@@ -435,10 +464,10 @@ async fn request_fork(control: &UnixDatagram, token: u32) -> std::io::Result<Wor
             Err(e) => return Err(e),
         }
     }
-    // The worker's ends are the zygote's now: ours must close, or the worker's exit would not
+    // The worker's ends are the zygote's now: ours close here, or the worker's exit would not
     // end the response stream.
-    drop((req_r, resp_w));
-    WorkerPipes::new(resp_r, req_w)
+    drop(theirs);
+    Ok(())
 }
 
 async fn receive(control: &UnixDatagram) -> std::io::Result<Msg> {
@@ -467,7 +496,7 @@ async fn await_ready(app: Arc<AppState>, pipes: WorkerPipes, pid: i32, asked: In
         }
         other => {
             app.not_started(epoch);
-            // The zygote will report its exit; dropping the socket makes a live one exit.
+            // The zygote will report its exit; dropping its pipes makes a live one exit.
             tracing::error!(app = app.name(), pid, outcome = ?other, "worker did not become ready");
         }
     }
@@ -515,5 +544,22 @@ fn emit_line(app: &AppState, stream: &'static str, line: &[u8], dropped: usize) 
         tracing::info!(target: "app", app = app.name(), stream, "{text}");
     } else {
         tracing::info!(target: "app", app = app.name(), stream, cut_bytes = dropped, "{text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use warren_protocol::{BODY_CHUNK, FRAME_HEADER};
+
+    /// Both pipes hold a whole body or response frame, so neither side sleeps inside one
+    /// (as root, or as a user within the kernel's pipe allowance, as tests are).
+    #[tokio::test]
+    async fn a_workers_pipes_hold_a_whole_frame() {
+        let (_ours, theirs) = super::worker_pipes().unwrap();
+        for end in &theirs {
+            let size = fcntl(end, FcntlArg::F_GETPIPE_SZ).unwrap() as usize;
+            assert!(size >= FRAME_HEADER + BODY_CHUNK, "{size} bytes");
+        }
     }
 }

@@ -42,13 +42,15 @@ fn send(ctl: RawFd, msg: Msg) {
     }
 }
 
-/// Reads one control message and the descriptors sent with it. `None` means the master is gone.
-fn receive(ctl: RawFd) -> Option<(Msg, Vec<OwnedFd>)> {
+/// Reads one control message and the descriptors sent with it, and whether the kernel had to
+/// drop some of them (this process at its descriptor limit). `None` means the master is gone.
+fn receive(ctl: RawFd) -> Option<(Msg, Vec<OwnedFd>, bool)> {
     let mut buf = [0u8; MSG_LEN];
     let mut cmsg = nix::cmsg_space!([RawFd; 2]);
     let mut iov = [IoSliceMut::new(&mut buf)];
     let msg = recvmsg::<()>(ctl, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC).ok()?;
     let n = msg.bytes;
+    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
     let mut fds = Vec::new();
     for c in msg.cmsgs().ok()? {
         if let ControlMessageOwned::ScmRights(raw) = c {
@@ -62,7 +64,7 @@ fn receive(ctl: RawFd) -> Option<(Msg, Vec<OwnedFd>)> {
     if n == 0 {
         return None;
     }
-    Msg::decode(&buf[..n]).ok().map(|m| (m, fds))
+    Msg::decode(&buf[..n]).ok().map(|m| (m, fds, truncated))
 }
 
 /// Confines this process as `policy` says (every step but seccomp, which each worker applies
@@ -200,7 +202,7 @@ fn serve_forks(
         }
         match receive(ctl) {
             None => std::process::exit(0),
-            Some((Msg::Fork { token }, fds)) if fds.len() == 2 => {
+            Some((Msg::Fork { token }, fds, _)) if fds.len() == 2 => {
                 let [rx, tx] = <[OwnedFd; 2]>::try_from(fds).expect("checked");
                 fork_worker(
                     py,
@@ -214,7 +216,26 @@ fn serve_forks(
                     &old_mask,
                 )
             }
-            Some((other, _)) => {
+            // Without its two pipes a worker could not serve: the master learns that this
+            // fork failed, and why, instead of waiting for a worker that never comes.
+            Some((Msg::Fork { token }, fds, truncated)) => {
+                let errno = if truncated {
+                    libc::EMFILE
+                } else {
+                    libc::EBADMSG
+                };
+                eprintln!(
+                    "warren-worker: zygote: Fork with {} descriptors instead of 2{}",
+                    fds.len(),
+                    if truncated {
+                        " (the others did not fit under this process's limit)"
+                    } else {
+                        ""
+                    }
+                );
+                send(ctl, Msg::ForkFailed { token, errno });
+            }
+            Some((other, _, _)) => {
                 eprintln!("warren-worker: zygote: unexpected control message {other:?}");
             }
         }

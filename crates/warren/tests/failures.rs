@@ -563,6 +563,28 @@ fn a_request_left_unread_by_a_worker_that_died_runs_on_another() {
 }
 
 #[test]
+fn a_request_whose_app_ran_is_not_retried_even_if_its_pipe_still_holds_bytes() {
+    // A request head larger than a pipe's buffer is read by the worker in several reads, and
+    // the frame that ends a request without a body stays in the pipe while the app runs. An
+    // app that then kills its worker has run: the request must fail (502), not run again.
+    let w = start_good("max_header_bytes = 262144", "");
+    let pad = "p".repeat(100 * 1024);
+    let mut c = w.client(GOOD);
+    let resp = c.request("GET", "/exit", &[("X-Pad", &pad)], b"");
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    w.wait_workers("good", 1);
+    w.get(GOOD, "/hello").assert_ok();
+    let logs = w.logs();
+    assert_eq!(
+        logs.matches("exits mid-request").count(),
+        1,
+        "the app ran once:\n{logs}"
+    );
+    assert!(!logs.contains("retrying on another worker"), "{logs}");
+    w.stop();
+}
+
+#[test]
 fn an_idle_worker_killed_from_outside_is_replaced() {
     let w = start_good("", "");
     let (status, pid1) = body_text(&w, "/pid");

@@ -269,6 +269,46 @@ fn a_client_that_stops_reading_holds_its_worker_no_longer_than_request_timeout()
 }
 
 #[test]
+fn a_client_that_leaves_mid_upload_and_mid_response_frees_its_worker() {
+    // An app that streams its answer without reading its body, both larger than the pipes
+    // hold: the worker waits for the master to read the response, and the master's pump for
+    // the worker to read the body. When the client leaves, the master drops the response while
+    // the pump finishes its frame (or gives the worker up after a few seconds): either way the
+    // worker is free long before `request_timeout_s`, and the next request is served.
+    let w = start(1, "request_timeout_s = 300");
+    let mut c = w.client(GOOD);
+    let body_len: usize = 64 << 20;
+    c.send(
+        format!("POST /flood HTTP/1.1\r\nHost: {GOOD}\r\nContent-Length: {body_len}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    c.stream()
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let chunk = vec![b'b'; 64 * 1024];
+    let mut sent = 0;
+    while sent < body_len {
+        match std::io::Write::write(&mut c.stream(), &chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    assert!(sent < body_len, "the upload stalls: nobody reads it");
+    // Unread response bytes in the client's socket: the front sees a reset.
+    c.close();
+    let r = w.get(GOOD, "/hello");
+    r.assert_ok();
+    assert!(
+        w.log_lines(&["request ran past request_timeout_s"])
+            .is_empty(),
+        "{}",
+        w.logs()
+    );
+    w.stop();
+}
+
+#[test]
 fn malformed_requests_get_400() {
     let w = start(1, "");
     for raw in [
