@@ -551,7 +551,7 @@ class Chaos:
     def kill(self, t0):
         """SIGKILL to one worker of hello that looks idle: asleep reading its request pipe."""
         idle = [pid for pid, state in self.warren.workers("hello").items()
-                if state == "S" and wchan(pid) in ("pipe_read", None)]
+                if state == "S" and wchan(pid) in ("anon_pipe_read", "pipe_read", None)]
         if not idle:
             return
         with self.stats.lock:
