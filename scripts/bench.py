@@ -251,45 +251,45 @@ def descendants(pid):
     return out
 
 
-def sched_totals(pid):
-    """{"front": [cpu_ns, voluntary, involuntary], "workers": [...]}: summed over the threads
-    now alive of warren `pid` (the front) and of every process below it (zygotes, workers),
-    from the scheduler's `/proc/PID/task/TID/schedstat` (ns) and `status`."""
-    totals = {"front": [0, 0, 0], "workers": [0, 0, 0]}
+def threads(pid):
+    """(process, thread id) of every thread now alive of `pid` and the processes below it."""
     for p in descendants(pid):
-        role = "front" if p == pid else "workers"
         try:
             tids = os.listdir(f"/proc/{p}/task")
         except OSError:
             continue
         for t in tids:
-            try:
-                with open(f"/proc/{p}/task/{t}/schedstat") as f:
-                    ns = int(f.read().split()[0])
-                with open(f"/proc/{p}/task/{t}/status") as f:
-                    st = f.read()
-            except OSError:
-                continue
-            vol = int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
-            inv = int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
-            for i, v in enumerate((ns, vol, inv)):
-                totals[role][i] += v
+            yield p, t
+
+
+def sched_totals(pid):
+    """{"front": [cpu_ns, voluntary, involuntary], "workers": [...]}: summed over the threads
+    now alive of warren `pid` (the front) and of every process below it (zygotes, workers),
+    from the scheduler's `/proc/PID/task/TID/schedstat` (ns) and `status`."""
+    totals = {"front": [0, 0, 0], "workers": [0, 0, 0]}
+    for p, t in threads(pid):
+        try:
+            with open(f"/proc/{p}/task/{t}/schedstat") as f:
+                ns = int(f.read().split()[0])
+            with open(f"/proc/{p}/task/{t}/status") as f:
+                st = f.read()
+        except OSError:
+            continue
+        vol = int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
+        inv = int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
+        for i, v in enumerate((ns, vol, inv)):
+            totals["front" if p == pid else "workers"][i] += v
     return totals
 
 
 def pin(server, cpu):
     """Every thread of `server`'s processes (front, zygote, workers) on `cpu` only; workers
     forked later inherit the zygote's affinity."""
-    for p in descendants(server.procs[0].pid):
+    for _, t in threads(server.procs[0].pid):
         try:
-            tids = os.listdir(f"/proc/{p}/task")
+            os.sched_setaffinity(int(t), {cpu})
         except OSError:
-            continue
-        for t in tids:
-            try:
-                os.sched_setaffinity(int(t), {cpu})
-            except OSError:
-                pass
+            pass
 
 
 def run_wrk_cpu(server, conns, duration):

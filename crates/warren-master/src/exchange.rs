@@ -402,9 +402,8 @@ async fn drive<B>(
     let WorkerConn { pipes, rbuf, .. } = &mut w;
     // Reader and pump share the pipes: each reads or writes its own.
     let pipes: &WorkerPipes = pipes;
-    // The response's end, when it was read while the pump finished (the client gone).
-    let mut response_ended = false;
-    let (outcome, pumped) = {
+    // `response_ended`: the response's end was read by `finish_pump` (the client gone).
+    let (outcome, pumped, response_ended) = {
         let mut pump = std::pin::pin!(pump(pipes, body, limits, &stop, &state));
         let mut pumped = None;
         let outcome = {
@@ -424,46 +423,20 @@ async fn drive<B>(
                 }
             }
         };
-        let pumped = match pumped {
-            Some(p) => p,
+        let (pumped, response_ended) = match pumped {
+            Some(p) => (p, false),
             None => {
                 stop.notify_one();
                 match outcome {
                     // The worker reads the rest of the body once its response has ended.
-                    Forwarded::Ended => pump.await,
-                    // Nobody reads the response any more, and the worker may be blocked
-                    // writing it while the pump waits for room in the request pipe: the
-                    // response is read and dropped while the pump finishes its frame. An app
-                    // that neither reads its body nor stops answering cannot be waited for:
-                    // past `PUMP_FINISH` the worker is given up (it exits when its pipes
-                    // close, and is replaced).
-                    Forwarded::ClientGone => {
-                        let finish = async {
-                            loop {
-                                tokio::select! {
-                                    p = &mut pump => break p,
-                                    r = read_frame(pipes, rbuf), if !response_ended => match r {
-                                        Ok((Kind::RespEnd | Kind::RespAbort, _)) => {
-                                            response_ended = true;
-                                        }
-                                        Ok((Kind::RespHead | Kind::RespBody, _)) => {}
-                                        Ok(_) | Err(_) => {
-                                            break Err(io::ErrorKind::InvalidData.into());
-                                        }
-                                    },
-                                }
-                            }
-                        };
-                        tokio::time::timeout(PUMP_FINISH, finish)
-                            .await
-                            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
-                    }
+                    Forwarded::Ended => (pump.await, false),
+                    Forwarded::ClientGone => finish_pump(pump.as_mut(), pipes, rbuf).await,
                     // Not reusable: nothing to wait for.
-                    Forwarded::Broken => Err(io::ErrorKind::BrokenPipe.into()),
+                    Forwarded::Broken => (Err(io::ErrorKind::BrokenPipe.into()), false),
                 }
             }
         };
-        (outcome, pumped)
+        (outcome, pumped, response_ended)
     };
     let (pump_ok, rest) = match pumped {
         Ok(rest) => (true, rest),
@@ -497,6 +470,36 @@ async fn drive<B>(
         };
         let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
     }
+}
+
+/// Lets `pump` finish the frame it is writing after the client has gone, reading and dropping
+/// the response meanwhile: nobody reads it any more, and the worker may be blocked writing it
+/// while the pump waits for room in the request pipe. An app that neither reads its body nor
+/// stops answering cannot be waited for: past `PUMP_FINISH` the worker is given up (it exits
+/// when its pipes close, and is replaced). Returns the pump's result and whether the
+/// response's end was read.
+async fn finish_pump<T>(
+    mut pump: std::pin::Pin<&mut impl Future<Output = io::Result<T>>>,
+    pipes: &WorkerPipes,
+    rbuf: &mut BytesMut,
+) -> (io::Result<T>, bool) {
+    let mut ended = false;
+    let finish = async {
+        loop {
+            tokio::select! {
+                p = &mut pump => break p,
+                r = read_frame(pipes, rbuf), if !ended => match r {
+                    Ok((Kind::RespEnd | Kind::RespAbort, _)) => ended = true,
+                    Ok((Kind::RespHead | Kind::RespBody, _)) => {}
+                    Ok(_) | Err(_) => break Err(io::ErrorKind::InvalidData.into()),
+                },
+            }
+        }
+    };
+    let pumped = tokio::time::timeout(PUMP_FINISH, finish)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+    (pumped, ended)
 }
 
 /// Copies the client's body to the worker. Stops at a frame boundary when `stop` fires, and

@@ -2,20 +2,24 @@
 //! the other, both registered with the reactor.
 //!
 //! Pipes rather than a Unix socket pair (see ARCHITECTURE.md, "Why two pipes and not a Unix
-//! socket pair"): a pipe's write
-//! reuses its buffer page, where every message sent on a Unix socket allocates a buffer that is
-//! charged to the sender's memory cgroup and released by the receiver's, so each request
-//! crossed between warren's group and the app's twice; and a pipe wakes a writer only when it
-//! was full, where a socket wakes every waiter each time its peer frees room. Each end is
-//! registered for the one direction it is used in.
+//! socket pair"): a pipe's write reuses its buffer page, where every message sent on a Unix
+//! socket allocates a buffer that is charged to the sender's memory cgroup and released by the
+//! receiver's, so each request crossed between warren's group and the app's twice; and a pipe
+//! wakes a writer only when it was full, where a socket wakes every waiter each time its peer
+//! frees room. Each end is registered for the one direction it is used in.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 
 use bytes::BytesMut;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+
+/// The capacity asked for each pipe: about what a Unix socket buffers, and room for a whole
+/// body or response frame (64 KiB and its header), so that neither side sleeps inside one.
+const PIPE_BYTES: i32 = 256 * 1024;
 
 /// A worker's request pipe (write end) and response pipe (read end), non-blocking.
 #[derive(Debug)]
@@ -25,18 +29,28 @@ pub(crate) struct WorkerPipes {
 }
 
 impl WorkerPipes {
-    /// Takes the read end of the response pipe and the write end of the request pipe (both
-    /// made non-blocking here) into the current runtime's reactor.
-    pub(crate) fn new(responses: OwnedFd, requests: OwnedFd) -> io::Result<WorkerPipes> {
-        for fd in [&responses, &requests] {
-            let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
-            let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    /// A new worker's two pipes: the master's ends, non-blocking and registered with the
+    /// current runtime's reactor, and the worker's, blocking (it does blocking I/O): the read
+    /// end of the request pipe and the write end of the response pipe, in that order.
+    pub(crate) fn create() -> io::Result<(WorkerPipes, [OwnedFd; 2])> {
+        let (req_r, req_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let (resp_r, resp_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        for pipe in [&req_w, &resp_w] {
+            // Best effort: past the per-user pipe allowance (`/proc/sys/fs/pipe-user-pages-soft`,
+            // which root is exempt from) a pipe keeps the default 64 KiB, and is merely slower
+            // for large bodies.
+            let _ = fcntl(pipe, FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
         }
-        Ok(WorkerPipes {
-            rx: register(File::from(responses), Interest::READABLE)?,
-            tx: register(File::from(requests), Interest::WRITABLE)?,
-        })
+        // Each end is an open file of its own: the flag does not reach the worker's ends.
+        for ours in [&resp_r, &req_w] {
+            let flags = OFlag::from_bits_retain(fcntl(ours, FcntlArg::F_GETFL)?);
+            fcntl(ours, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        }
+        let pipes = WorkerPipes {
+            rx: register(File::from(resp_r), Interest::READABLE)?,
+            tx: register(File::from(req_w), Interest::WRITABLE)?,
+        };
+        Ok((pipes, [req_r, resp_w]))
     }
 
     /// Appends what has arrived, at most `max` bytes, to `buf`, waiting for at least one
@@ -127,7 +141,7 @@ fn register(file: File, interest: Interest) -> io::Result<AsyncFd<File>> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
     use std::time::Duration;
 
     use super::*;
@@ -137,10 +151,8 @@ mod tests {
 
     /// The master's pipes, and the worker's ends: requests out of `.1`, responses into `.2`.
     fn pipes() -> (WorkerPipes, File, File) {
-        let (req_r, req_w) = nix::unistd::pipe().unwrap();
-        let (resp_r, resp_w) = nix::unistd::pipe().unwrap();
-        let ours = WorkerPipes::new(resp_r, req_w).unwrap();
-        (ours, File::from(req_r), File::from(resp_w))
+        let (ours, [requests, responses]) = WorkerPipes::create().unwrap();
+        (ours, File::from(requests), File::from(responses))
     }
 
     /// The epoll events `fd` is registered for, in every epoll set of this process.
@@ -166,6 +178,35 @@ mod tests {
             }
         }
         masks
+    }
+
+    /// Both pipes hold a whole body or response frame, so neither side sleeps inside one (as
+    /// root, or as a user within the kernel's pipe allowance, as tests are); the worker's ends
+    /// block, the master's do not.
+    #[tokio::test]
+    async fn pipes_hold_a_whole_frame_and_only_the_masters_ends_are_non_blocking() {
+        use warren_protocol::{BODY_CHUNK, FRAME_HEADER};
+        let (ours, theirs) = WorkerPipes::create().unwrap();
+        for end in &theirs {
+            let size = fcntl(end, FcntlArg::F_GETPIPE_SZ).unwrap() as usize;
+            assert!(size >= FRAME_HEADER + BODY_CHUNK, "{size} bytes");
+        }
+        let non_blocking = |fd: std::os::fd::BorrowedFd<'_>| {
+            OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL).unwrap())
+                .contains(OFlag::O_NONBLOCK)
+        };
+        assert!(
+            theirs.iter().all(|fd| !non_blocking(fd.as_fd())),
+            "the worker's ends block"
+        );
+        assert!(
+            non_blocking(ours.rx.get_ref().as_fd()),
+            "the master's read end does not block"
+        );
+        assert!(
+            non_blocking(ours.tx.get_ref().as_fd()),
+            "the master's write end does not block"
+        );
     }
 
     /// Each end is in the reactor's epoll set for the one direction it is used in.

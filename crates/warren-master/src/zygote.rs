@@ -13,9 +13,7 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::Arc;
 
-use nix::fcntl::OFlag;
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-use nix::unistd::pipe2;
 use tokio::io::Interest;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::UnixDatagram;
@@ -266,7 +264,7 @@ async fn run_zygote(
         let short = ready && app.live_workers() < app.target();
         if short && Instant::now() >= next_fork_at {
             while app.live_workers() < app.target() {
-                let (pipes, theirs) = match worker_pipes() {
+                let (pipes, theirs) = match WorkerPipes::create() {
                     Ok(p) => p,
                     Err(e) => {
                         // The master's own descriptors or memory ran short: try again later.
@@ -417,27 +415,6 @@ async fn run_zygote(
     }
 }
 
-/// The capacity asked for each of a worker's pipes: about what a Unix socket buffers.
-const PIPE_BYTES: i32 = 256 * 1024;
-
-/// A worker's two pipes: the master's ends, registered with the reactor, and the worker's:
-/// the read end of the request pipe and the write end of the response pipe, in that order.
-fn worker_pipes() -> std::io::Result<(WorkerPipes, [OwnedFd; 2])> {
-    // Blocking for the worker (it does blocking I/O); ours are made non-blocking by
-    // `WorkerPipes::new` (each end is an open file of its own: the flag does not reach the
-    // worker's).
-    let (req_r, req_w) = pipe2(OFlag::O_CLOEXEC)?;
-    let (resp_r, resp_w) = pipe2(OFlag::O_CLOEXEC)?;
-    for end in [&req_w, &resp_w] {
-        // Room for a whole body or response frame (64 KiB and its header), so that neither
-        // side sleeps in the middle of one. Best effort: past the per-user pipe allowance
-        // (`/proc/sys/fs/pipe-user-pages-soft`, which root is exempt from) a pipe keeps the
-        // default 64 KiB, and is merely slower for large bodies.
-        let _ = nix::fcntl::fcntl(end, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
-    }
-    Ok((WorkerPipes::new(resp_r, req_w)?, [req_r, resp_w]))
-}
-
 /// Asks the zygote to fork a worker that serves on `theirs`, which go with the message.
 async fn request_fork(
     control: &UnixDatagram,
@@ -544,22 +521,5 @@ fn emit_line(app: &AppState, stream: &'static str, line: &[u8], dropped: usize) 
         tracing::info!(target: "app", app = app.name(), stream, "{text}");
     } else {
         tracing::info!(target: "app", app = app.name(), stream, cut_bytes = dropped, "{text}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use nix::fcntl::{FcntlArg, fcntl};
-    use warren_protocol::{BODY_CHUNK, FRAME_HEADER};
-
-    /// Both pipes hold a whole body or response frame, so neither side sleeps inside one
-    /// (as root, or as a user within the kernel's pipe allowance, as tests are).
-    #[tokio::test]
-    async fn a_workers_pipes_hold_a_whole_frame() {
-        let (_ours, theirs) = super::worker_pipes().unwrap();
-        for end in &theirs {
-            let size = fcntl(end, FcntlArg::F_GETPIPE_SZ).unwrap() as usize;
-            assert!(size >= FRAME_HEADER + BODY_CHUNK, "{size} bytes");
-        }
     }
 }

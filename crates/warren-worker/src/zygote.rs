@@ -202,9 +202,8 @@ fn serve_forks(
         }
         match receive(ctl) {
             None => std::process::exit(0),
-            Some((Msg::Fork { token }, fds, _)) if fds.len() == 2 => {
-                let [rx, tx] = <[OwnedFd; 2]>::try_from(fds).expect("checked");
-                fork_worker(
+            Some((Msg::Fork { token }, fds, truncated)) => match <[OwnedFd; 2]>::try_from(fds) {
+                Ok([rx, tx]) => fork_worker(
                     py,
                     spec,
                     prepared,
@@ -214,27 +213,27 @@ fn serve_forks(
                     (rx, tx),
                     &sfd,
                     &old_mask,
-                )
-            }
-            // Without its two pipes a worker could not serve: the master learns that this
-            // fork failed, and why, instead of waiting for a worker that never comes.
-            Some((Msg::Fork { token }, fds, truncated)) => {
-                let errno = if truncated {
-                    libc::EMFILE
-                } else {
-                    libc::EBADMSG
-                };
-                eprintln!(
-                    "warren-worker: zygote: Fork with {} descriptors instead of 2{}",
-                    fds.len(),
-                    if truncated {
-                        " (the others did not fit under this process's limit)"
+                ),
+                // Without its two pipes a worker could not serve: the master learns that this
+                // fork failed, and why, instead of waiting for a worker that never comes.
+                Err(fds) => {
+                    let errno = if truncated {
+                        libc::EMFILE
                     } else {
-                        ""
-                    }
-                );
-                send(ctl, Msg::ForkFailed { token, errno });
-            }
+                        libc::EBADMSG
+                    };
+                    eprintln!(
+                        "warren-worker: zygote: Fork with {} descriptors instead of 2{}",
+                        fds.len(),
+                        if truncated {
+                            " (the others did not fit under this process's limit)"
+                        } else {
+                            ""
+                        }
+                    );
+                    send(ctl, Msg::ForkFailed { token, errno });
+                }
+            },
             Some((other, _, _)) => {
                 eprintln!("warren-worker: zygote: unexpected control message {other:?}");
             }

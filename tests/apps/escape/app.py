@@ -936,7 +936,7 @@ def attack_fds(q):
     """The descriptors this worker holds: only 0-2, its two pipes to the master (requests in,
     responses out), and the listing's."""
     names = os.listdir("/proc/self/fd")
-    entries, pipes, gone, others = [], [], [], []
+    entries, pipes, sockets, gone, others = [], [], [], [], []
     for name in sorted(names, key=int):
         fd = int(name)
         try:
@@ -950,13 +950,14 @@ def attack_fds(q):
             gone.append(fd)
         elif target.startswith("pipe:"):
             pipes.append(fd)
+        elif target.startswith("socket:"):
+            sockets.append(fd)
         else:
             others.append(fd)
     detail = ";".join(entries)
-    sockets = sum(1 for fd in others if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"))
-    if len(pipes) == 2 and not others and len(gone) <= 1:
-        return contained(detail, pipes=len(pipes), sockets=sockets)
-    return escaped(detail, pipes=len(pipes), sockets=sockets)
+    if len(pipes) == 2 and not sockets and not others and len(gone) <= 1:
+        return contained(detail, pipes=len(pipes), sockets=len(sockets))
+    return escaped(detail, pipes=len(pipes), sockets=len(sockets))
 
 
 def attack_seccomp_layer(q):
