@@ -24,12 +24,14 @@ Environment:
                   moves by ±10% from one run to the next, so many short pairs narrow the
                   interval more than a few long ones)
   BENCH_PIN       a CPU number: during the pairs, both warrens (front, zygote, workers) and wrk
-                  run on that one CPU only (default: unpinned). At 1 connection an unpinned
-                  run's speed hangs on where the scheduler wakes each side: in a VM, waking a
-                  task on the other, idle CPU costs an inter-processor interrupt and the idle
-                  exit (a socket ping-pong measured 60 µs per round trip across CPUs against
-                  10 µs on one), so the ratio moves with placement luck; pinned, every wake-up
-                  is local and what is left is each side's own cost
+                  run on that one CPU only, the warrens started there (default: unpinned). At
+                  1 connection an unpinned run's speed hangs on where the scheduler wakes each
+                  side: in a VM, waking a task on the other, idle CPU costs an inter-processor
+                  interrupt and the idle exit (a socket ping-pong measured 60 µs per round trip
+                  across CPUs against 10 µs on one), so the ratio moves with placement luck;
+                  pinned, every wake-up is local and what is left is each side's own cost.
+                  (wrk on a CPU of its own does not help on a 2-CPU VM: every request then
+                  crosses CPUs twice, and hello's front spent 62 µs a request instead of 19)
 
 Confinement's price, interleaved: `warren` and `warren-open` run side by side (the idle one
 costs nothing) and are loaded in turn, A B then B A, so that a drift of the machine's speed
@@ -282,16 +284,6 @@ def sched_totals(pid):
     return totals
 
 
-def pin(server, cpu):
-    """Every thread of `server`'s processes (front, zygote, workers) on `cpu` only; workers
-    forked later inherit the zygote's affinity."""
-    for _, t in threads(server.procs[0].pid):
-        try:
-            os.sched_setaffinity(int(t), {cpu})
-        except OSError:
-            pass
-
-
 def run_wrk_cpu(server, conns, duration):
     """`run_wrk` on `server`; for a warren, also what it and its workers spent per request:
     `sched`, {"front": [CPU µs, voluntary, involuntary switches], "workers": [...]}, and
@@ -427,9 +419,11 @@ def bootstrap_median(xs, rounds=5000, seed=1):
 
 
 PIN = os.environ.get("BENCH_PIN") or None
-if PIN is not None and (not PIN.isdigit() or int(PIN) not in os.sched_getaffinity(0)):
-    sys.exit(f"BENCH_PIN={PIN}: not a CPU this process may run on "
-             f"({sorted(os.sched_getaffinity(0))})")
+if PIN is not None:
+    if not PIN.isdigit() or int(PIN) not in os.sched_getaffinity(0):
+        sys.exit(f"BENCH_PIN={PIN}: not a CPU this process may run on "
+                 f"({sorted(os.sched_getaffinity(0))})")
+    PIN = int(PIN)
 
 
 def median_of(rows, i):
@@ -454,13 +448,13 @@ def interleaved(app, tmp):
 
     mask = os.sched_getaffinity(0)
     try:
+        if PIN is not None:
+            # Started on their CPU, so that each warren sizes its parent group's CPU weight
+            # for the one CPU it may use (as `taskset -c N warren serve` would); wrk inherits
+            # it too.
+            os.sched_setaffinity(0, {PIN})
         on.start()
         off.start()
-        if PIN is not None:
-            for s in (on, off):
-                pin(s, int(PIN))
-            # wrk inherits it.
-            os.sched_setaffinity(0, {int(PIN)})
         for c in CONNECTIONS:
             run_wrk(on.port, path, c, 1)
             run_wrk(off.port, path, c, 1)

@@ -6,6 +6,7 @@
 //! meant to be run by hand.
 
 mod conn;
+mod guards;
 mod python;
 mod wsgi;
 mod zygote;

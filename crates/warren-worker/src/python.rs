@@ -86,32 +86,6 @@ pub fn initialize(program: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The PEP 578 audit hook: clear Python errors for what the sandbox forbids. A courtesy for the
-/// app's author, not the boundary (seccomp, namespaces and Landlock are).
-const GUARDS: &str = r#"
-def _warren_guards(app, threads):
-    import sys
-    policy = f"by warren's sandbox policy for app {app!r} (sandbox.python_guards)"
-    processes = {
-        "subprocess.Popen": "subprocess", "os.system": "os.system", "os.exec": "os.exec*",
-        "os.posix_spawn": "os.posix_spawn", "os.spawn": "os.spawn*", "os.fork": "os.fork",
-        "os.forkpty": "os.forkpty", "pty.spawn": "pty.spawn",
-    }
-    def hook(event, args):
-        what = processes.get(event)
-        if what is not None:
-            raise PermissionError(f"{what} is disabled {policy}: a worker runs one process and no other program")
-        if event == "ctypes.dlopen" and args and args[0] is not None:
-            raise PermissionError(f"loading native library {args[0]!r} through ctypes is disabled {policy}")
-        if event in ("socket.connect", "socket.sendto") and len(args) >= 2:
-            sock = args[0]
-            if getattr(sock, "family", None) in (2, 10):
-                raise PermissionError(f"outbound network connections ({args[1]!r}) are disabled {policy}")
-        if event == "_thread.start_new_thread" and not threads:
-            raise RuntimeError(f"threads are disabled {policy}; set limits.threads = true to allow them")
-    sys.addaudithook(hook)
-"#;
-
 /// The warm-up request: one `GET` through the app, inside the zygote, response discarded.
 const WARMUP: &str = r#"
 def _warren_warmup(app, target):
@@ -146,14 +120,6 @@ pub fn warm_up(py: Python<'_>, app: &Bound<'_, PyAny>, target: &str) -> PyResult
         .getattr("_warren_warmup")?
         .call1((app, target))?
         .extract()
-}
-
-/// Installs the audit hook that turns forbidden operations into clear Python errors.
-pub fn install_guards(py: Python<'_>, app: &str, threads: bool) -> PyResult<()> {
-    let code = CString::new(GUARDS).expect("no NUL in the guard source");
-    let module = PyModule::from_code(py, &code, c"<warren-guards>", c"_warren_guards")?;
-    module.getattr("_warren_guards")?.call1((app, threads))?;
-    Ok(())
 }
 
 /// Puts the app directory and the venv on `sys.path`, imports the app and returns its callable.

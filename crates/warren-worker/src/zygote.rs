@@ -28,6 +28,7 @@ use warren_sandbox::seccomp::Filters;
 use warren_sandbox::{Mechanism, Policy};
 
 use crate::conn::Conn;
+use crate::guards;
 use crate::python::{self, AppSpec};
 use crate::wsgi::{Prepared, Worker};
 
@@ -117,7 +118,7 @@ pub fn run(spec: AppSpec) -> ! {
     }
     Python::attach(|py| {
         if let Some(policy) = spec.sandbox.as_ref().filter(|p| p.python_guards)
-            && let Err(e) = python::install_guards(py, &spec.name, policy.threads)
+            && let Err(e) = guards::install(py, &spec.name, policy.threads)
         {
             e.display(py);
             std::process::exit(EXIT_SANDBOX_FAILED);

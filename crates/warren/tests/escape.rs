@@ -1242,6 +1242,15 @@ fn bypassing_the_audit_hook_still_hits_the_kernel() {
     assert_eq!(r.int("b_forked"), 0, "(b) a child was created:\n{}", r.body);
     assert_eq!(r.get("c_outcome"), "contained", "{}", r.body);
     assert_field_in(&r, "c_errno", &[EPERM.into()]);
+    // (d) The guard is out of Python's reach: rewriting every audit hook Python can find
+    // leaves it refusing as before.
+    let d = r.get("d_error");
+    assert!(
+        d.starts_with("PermissionError") && d.contains("sandbox"),
+        "(d) subprocess.run after the app rewrote the audit hooks it could reach should still be \
+         refused by the guard:\n{}",
+        r.body
+    );
     s.finish();
 }
 

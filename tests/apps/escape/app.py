@@ -1018,9 +1018,36 @@ def raw_fork_through(lib, read_errno):
     return False, result, err
 
 
+def disarm_python_audit_hooks():
+    """Rewrites every Python-level audit hook this code can reach: a function whose closure
+    holds the tables it checks has them emptied and its flags turned off. How many it found.
+    What the zygote made before forking sits in the collector's permanent generation
+    (`gc.freeze`), which `gc.get_objects` does not list: unfreeze it first."""
+    import gc
+
+    gc.unfreeze()
+    found = 0
+    for obj in gc.get_objects():
+        code = getattr(obj, "__code__", None)
+        closure = getattr(obj, "__closure__", None)
+        if code is None or not closure or code.co_argcount != 2:
+            continue
+        if code.co_varnames[:2] != ("event", "args"):
+            continue
+        found += 1
+        for cell in closure:
+            value = cell.cell_contents
+            if isinstance(value, (dict, set, list)):
+                value.clear()
+            elif isinstance(value, bool):
+                cell.cell_contents = not value
+    return found
+
+
 def attack_audit_tamper(q):
     """(a) subprocess.run: the guard; (b) _posixsubprocess.fork_exec: past the hook, the kernel;
-    (c) SYS_fork through ctypes: past the hook, the kernel."""
+    (c) SYS_fork through ctypes: past the hook, the kernel; (d) subprocess.run after rewriting
+    every audit hook Python can reach: the guard again, or the kernel."""
     parts = {}
 
     # (a) The audit hook refuses subprocess.Popen.
@@ -1063,7 +1090,16 @@ def attack_audit_tamper(q):
     except Exception as exc:  # noqa: BLE001
         parts["c"] = ("contained", errno_of(exc), f"via {via}: {describe(exc)}")
 
-    extra = {}
+    # (d) Disarm the hooks from Python, then subprocess.run again.
+    found = disarm_python_audit_hooks()
+    try:
+        done = subprocess.run(["true"])
+    except Exception as exc:  # noqa: BLE001
+        parts["d"] = ("contained", errno_of(exc), describe(exc))
+    else:
+        parts["d"] = ("ESCAPED", None, f"true ran, return code {done.returncode}")
+
+    extra = {"d_hooks_rewritten": found}
     for key, (outcome, err, text) in parts.items():
         extra[f"{key}_outcome"] = outcome
         extra[f"{key}_errno"] = "" if err is None else err
