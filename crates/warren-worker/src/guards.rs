@@ -21,11 +21,14 @@ struct Guards {
     /// "by warren's sandbox policy for app 'NAME' (sandbox.python_guards)"
     policy: String,
     threads: bool,
+    /// `_socket.socket`'s own `family` descriptor: it reads the socket's real address family,
+    /// where `socket.socket.family` is a Python property a subclass (or the app) may replace.
+    family: Py<PyAny>,
 }
 
 static GUARDS: OnceLock<Guards> = OnceLock::new();
 
-// Not in pyo3-ffi; part of the stable C API since Python 3.8.
+// Not in pyo3-ffi; CPython's C API (not the limited one) since Python 3.8.
 unsafe extern "C" {
     fn PySys_AddAuditHook(
         hook: unsafe extern "C" fn(*const c_char, *mut ffi::PyObject, *mut c_void) -> c_int,
@@ -35,9 +38,16 @@ unsafe extern "C" {
 
 /// Installs the guards for `app`; `threads` is the app's `limits.threads`. Once per process.
 pub fn install(py: Python<'_>, app: &str, threads: bool) -> PyResult<()> {
+    let family = py
+        .import("_socket")?
+        .getattr("socket")?
+        .getattr("__dict__")?
+        .get_item("family")?
+        .unbind();
     let guards = Guards {
         policy: format!("by warren's sandbox policy for app '{app}' (sandbox.python_guards)"),
         threads,
+        family,
     };
     if GUARDS.set(guards).is_err() {
         return Err(PyRuntimeError::new_err(
@@ -74,8 +84,17 @@ unsafe extern "C" fn hook(event: *const c_char, args: *mut ffi::PyObject, _: *mu
     // SAFETY: CPython passes the event's NUL-terminated name and a tuple of its arguments, and
     // calls audit hooks with the calling thread attached.
     let (event, py) = unsafe { (CStr::from_ptr(event).to_bytes(), Python::assume_attached()) };
-    let Some(err) = check(py, guards, event, args) else {
-        return 0;
+    // A panic must not unwind into CPython: it refuses the operation instead.
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check(py, guards, event, args)
+    }));
+    let err = match checked {
+        Ok(None) => return 0,
+        Ok(Some(err)) => err,
+        Err(_) => PyRuntimeError::new_err(format!(
+            "warren's Python guards failed on audit event {}",
+            String::from_utf8_lossy(event)
+        )),
     };
     err.restore(py);
     -1
@@ -116,7 +135,13 @@ fn check(py: Python<'_>, guards: &Guards, event: &[u8], args: *mut ffi::PyObject
         )));
     }
     // socket.connect and socket.sendto: (socket, address, ...); AF_INET and AF_INET6 only.
-    let family = arg(0)?.getattr("family").ok()?.extract::<i64>().ok()?;
+    let sock = arg(0)?;
+    let family = guards
+        .family
+        .bind(py)
+        .call_method1("__get__", (&sock,))
+        .ok()?;
+    let family = family.extract::<i64>().ok()?;
     let address = arg(1)?;
     (family == i64::from(libc::AF_INET) || family == i64::from(libc::AF_INET6)).then(|| {
         PyPermissionError::new_err(format!(

@@ -1212,7 +1212,13 @@ fn python_guards_refuse_with_a_message_naming_the_app_and_the_policy() {
     let Some(s) = Scene::start() else { return };
     let r = attack_on(&s.w, GUARDED, &format!("/guards?port={}", s.w.addr.port()));
     assert_contained(&r, &[]);
-    for key in ["subprocess", "os_system", "cdll", "connect"] {
+    for key in [
+        "subprocess",
+        "os_system",
+        "cdll",
+        "connect",
+        "connect_disguised",
+    ] {
         let message = r.get(key);
         assert!(
             message.starts_with("PermissionError")

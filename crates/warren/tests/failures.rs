@@ -486,6 +486,30 @@ fn signal(pid: &str, sig: &str) {
     assert!(status.success(), "kill -{sig} {pid}");
 }
 
+/// Waits until `pid` is in one of `states` (the state letter of `/proc/PID/stat`), a process
+/// that is gone counting as `X`. `kill` returns before its target has acted on the signal, which
+/// happens only once the target runs: on a busy machine a worker could otherwise still be
+/// blocked in `read` when the next request arrives, and the kernel lets a read that is woken
+/// by data and a signal at once take the data before the signal stops or kills it (the worker
+/// then consumed a request it never gave the app, which the master cannot tell from one it
+/// did).
+fn wait_for_state(pid: &str, states: &[char]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = support::stat_fields(pid.parse().unwrap())
+            .and_then(|f| f.first()?.chars().next())
+            .unwrap_or('X');
+        if states.contains(&state) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} stayed in state {state}, not one of {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn zygote_pid(w: &Warren, app: &str) -> String {
     let line = w
         .log_lines(&["zygote ready", &format!("app=\"{app}\"")])
@@ -508,7 +532,11 @@ fn a_request_is_not_failed_by_a_worker_that_died_while_idle() {
     assert_eq!(status, 200);
     let zygote = zygote_pid(&w, "good");
     signal(&zygote, "STOP");
-    kill(&support::host_pid(w.pid(), &pid1));
+    wait_for_state(&zygote, &['T']);
+    let worker = support::host_pid(w.pid(), &pid1);
+    kill(&worker);
+    // Dead, its pipes closed; unreaped while the zygote is stopped.
+    wait_for_state(&worker, &['Z', 'X']);
     let addr = w.addr;
     let request = std::thread::spawn(move || {
         let mut c = support::Client::connect(addr, GOOD);
@@ -519,8 +547,10 @@ fn a_request_is_not_failed_by_a_worker_that_died_while_idle() {
     signal(&zygote, "CONT");
     let (status, text) = request.join().unwrap();
     assert_eq!(
-        status, 200,
-        "a request sent to a worker that was already dead got {status}: {text}"
+        status,
+        200,
+        "a request sent to a worker that was already dead got {status}: {text}\n{}",
+        w.logs()
     );
     assert_ne!(text, pid1);
     w.stop();
@@ -536,6 +566,7 @@ fn a_request_left_unread_by_a_worker_that_died_runs_on_another() {
     assert_eq!(status, 200);
     let host = support::host_pid(w.pid(), &pid1);
     signal(&host, "STOP");
+    wait_for_state(&host, &['T']);
     let addr = w.addr;
     let request = std::thread::spawn(move || {
         let mut c = support::Client::connect(addr, GOOD);
@@ -548,8 +579,10 @@ fn a_request_left_unread_by_a_worker_that_died_runs_on_another() {
     kill(&host);
     let (status, text) = request.join().unwrap();
     assert_eq!(
-        status, 200,
-        "a request its worker never read got {status}: {text}"
+        status,
+        200,
+        "a request its worker never read got {status}: {text}\n{}",
+        w.logs()
     );
     assert_ne!(text, pid1);
     assert!(

@@ -1123,11 +1123,21 @@ def attack_guards(q):
     def connect():
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
+    def connect_disguised():
+        # A socket whose `family` claims AF_UNIX: the guard reads the real one.
+        class Disguised(socket.socket):
+            family = property(lambda self: socket.AF_UNIX)
+
+        with Disguised(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect(("127.0.0.1", port))
+
     attempts = {
         "subprocess": lambda: subprocess.run(["true"]),
         "os_system": lambda: os.system("true"),
         "cdll": named_library,
         "connect": connect,
+        "connect_disguised": connect_disguised,
     }
     results = {}
     raised = {}
