@@ -31,7 +31,7 @@ Environment:
                   across CPUs against 10 µs on one), so the ratio moves with placement luck;
                   pinned, every wake-up is local and what is left is each side's own cost.
                   (wrk on a CPU of its own does not help on a 2-CPU VM: every request then
-                  crosses CPUs twice, and hello's front spent 62 µs a request instead of 19)
+                  crosses CPUs twice, and hello's front spent 62 µs a request instead of 22)
 
 Confinement's price, interleaved: `warren` and `warren-open` run side by side (the idle one
 costs nothing) and are loaded in turn, A B then B A, so that a drift of the machine's speed

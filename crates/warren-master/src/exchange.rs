@@ -223,10 +223,14 @@ impl Drop for Exchange {
 /// Finishes an abandoned exchange: sends the rest of the request and `CANCEL`, discards the
 /// response.
 async fn recover(app: Arc<AppState>, mut w: WorkerConn, rest: Bytes) {
-    let sent = w.pipes.write_all(&rest).await.is_ok() && w.pipes.write_all(&CANCEL).await.is_ok();
-    if sent && discard(&w.pipes, &mut w.rbuf).await {
+    if w.pipes.write_all(&rest).await.is_ok() && cancel(&w.pipes, &mut w.rbuf).await {
         app.checkin(w);
     }
+}
+
+/// Sends `CANCEL` and drops the rest of the response; whether the worker is reusable.
+async fn cancel(pipes: &WorkerPipes, rbuf: &mut BytesMut) -> bool {
+    pipes.write_all(&CANCEL).await.is_ok() && discard(pipes, rbuf).await
 }
 
 /// Reads and drops response frames up to the end of the response; whether the worker is
@@ -340,9 +344,7 @@ impl Exchange {
             let reusable = match outcome {
                 Forwarded::Ended => true,
                 Forwarded::Broken => false,
-                Forwarded::ClientGone => {
-                    w.pipes.write_all(&CANCEL).await.is_ok() && discard(&w.pipes, &mut w.rbuf).await
-                }
+                Forwarded::ClientGone => cancel(&w.pipes, &mut w.rbuf).await,
             };
             if reusable {
                 app.checkin(w);
@@ -446,10 +448,7 @@ async fn drive<B>(
         && match outcome {
             Forwarded::Ended => true,
             Forwarded::Broken => false,
-            Forwarded::ClientGone => {
-                response_ended
-                    || (pipes.write_all(&CANCEL).await.is_ok() && discard(pipes, rbuf).await)
-            }
+            Forwarded::ClientGone => response_ended || cancel(pipes, rbuf).await,
         };
     if reusable {
         app.checkin(w);
@@ -491,7 +490,8 @@ async fn finish_pump<T>(
                 r = read_frame(pipes, rbuf), if !ended => match r {
                     Ok((Kind::RespEnd | Kind::RespAbort, _)) => ended = true,
                     Ok((Kind::RespHead | Kind::RespBody, _)) => {}
-                    Ok(_) | Err(_) => break Err(io::ErrorKind::InvalidData.into()),
+                    Ok(_) => break Err(io::ErrorKind::InvalidData.into()),
+                    Err(e) => break Err(e),
                 },
             }
         }

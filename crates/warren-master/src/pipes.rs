@@ -62,7 +62,11 @@ impl WorkerPipes {
             let start = buf.len();
             buf.resize(start + max, 0);
             let r = ready.try_io(|f| f.get_ref().read(&mut buf[start..]));
-            buf.truncate(start + r.as_ref().map_or(0, |r| *r.as_ref().unwrap_or(&0)));
+            let got = match &r {
+                Ok(Ok(n)) => *n,
+                _ => 0,
+            };
+            buf.truncate(start + got);
             match r {
                 Ok(Ok(n)) => {
                     // A short read emptied the pipe: the next read waits for new data

@@ -4,9 +4,9 @@
 //!
 //! The hook is a native one (`PySys_AddAuditHook`), not `sys.addaudithook`: no Python object
 //! holds it, so app code cannot find it (through `gc`, say) and rewrite what it checks, and
-//! the interpreter cannot remove it. An event costs a comparison of its name against the few
-//! the guards act on, without calling into Python (a Flask request raises one event, a plain
-//! WSGI hello none).
+//! the interpreter cannot remove it. An event other than a connect or a send costs a
+//! comparison of its name against the few the guards act on, without calling into Python (a
+//! Flask request raises one event, a plain WSGI hello none).
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::OnceLock;

@@ -204,16 +204,8 @@ fn serve_forks(
         match receive(ctl) {
             None => std::process::exit(0),
             Some((Msg::Fork { token }, fds, truncated)) => match <[OwnedFd; 2]>::try_from(fds) {
-                Ok([rx, tx]) => fork_worker(
-                    py,
-                    spec,
-                    prepared,
-                    filters,
-                    ctl,
-                    token,
-                    (rx, tx),
-                    &sfd,
-                    &old_mask,
+                Ok(pipes) => fork_worker(
+                    py, spec, prepared, filters, ctl, token, pipes, &sfd, &old_mask,
                 ),
                 // Without its two pipes a worker could not serve: the master learns that this
                 // fork failed, and why, instead of waiting for a worker that never comes.
@@ -272,7 +264,7 @@ fn fork_worker(
     filters: Option<&Filters>,
     ctl: RawFd,
     token: u32,
-    pipes: (OwnedFd, OwnedFd),
+    pipes: [OwnedFd; 2],
     sfd: &SignalFd,
     old_mask: &SigSet,
 ) {
@@ -342,7 +334,9 @@ fn fork_worker(
     }
 }
 
-fn run_worker(spec: &AppSpec, prepared: &Prepared<'_>, (rx, tx): (OwnedFd, OwnedFd)) -> i32 {
+/// Serves requests on `[rx, tx]`: the read end of the request pipe, the write end of the
+/// response pipe.
+fn run_worker(spec: &AppSpec, prepared: &Prepared<'_>, [rx, tx]: [OwnedFd; 2]) -> i32 {
     let worker = Worker::new(prepared, Conn::new(File::from(rx), File::from(tx)));
     match worker.serve() {
         Ok(()) => 0,

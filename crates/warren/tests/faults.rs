@@ -297,14 +297,10 @@ fn a_client_that_leaves_mid_upload_and_mid_response_frees_its_worker() {
     assert!(sent < body_len, "the upload stalls: nobody reads it");
     // Unread response bytes in the client's socket: the front sees a reset.
     c.close();
+    // With one worker, this is served only once that worker is free again (before the fix
+    // it waited out the queue's timeout and got a 503).
     let r = w.get(GOOD, "/hello");
     r.assert_ok();
-    assert!(
-        w.log_lines(&["request ran past request_timeout_s"])
-            .is_empty(),
-        "{}",
-        w.logs()
-    );
     w.stop();
 }
 

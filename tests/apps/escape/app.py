@@ -1050,13 +1050,16 @@ def attack_audit_tamper(q):
     every audit hook Python can reach: the guard again, or the kernel."""
     parts = {}
 
+    def run_true():
+        """subprocess.run(["true"]) as a part: (outcome, errno, text)."""
+        try:
+            done = subprocess.run(["true"])
+        except Exception as exc:  # noqa: BLE001
+            return "contained", errno_of(exc), describe(exc)
+        return "ESCAPED", None, f"true ran, return code {done.returncode}"
+
     # (a) The audit hook refuses subprocess.Popen.
-    try:
-        done = subprocess.run(["true"])
-    except Exception as exc:  # noqa: BLE001
-        parts["a"] = ("contained", errno_of(exc), describe(exc))
-    else:
-        parts["a"] = ("ESCAPED", None, f"true ran, return code {done.returncode}")
+    parts["a"] = run_true()
 
     # (b) Straight to _posixsubprocess, which raises no audit event.
     try:
@@ -1092,12 +1095,7 @@ def attack_audit_tamper(q):
 
     # (d) Disarm the hooks from Python, then subprocess.run again.
     found = disarm_python_audit_hooks()
-    try:
-        done = subprocess.run(["true"])
-    except Exception as exc:  # noqa: BLE001
-        parts["d"] = ("contained", errno_of(exc), describe(exc))
-    else:
-        parts["d"] = ("ESCAPED", None, f"true ran, return code {done.returncode}")
+    parts["d"] = run_true()
 
     extra = {"d_hooks_rewritten": found}
     for key, (outcome, err, text) in parts.items():
