@@ -510,6 +510,16 @@ fn wait_for_state(pid: &str, states: &[char]) {
     }
 }
 
+/// `GET /pid` on a thread of its own: its status and body once answered.
+fn pid_in_background(w: &Warren) -> std::thread::JoinHandle<(u16, String)> {
+    let addr = w.addr;
+    std::thread::spawn(move || {
+        let mut c = support::Client::connect(addr, GOOD);
+        let resp = c.get("/pid");
+        (resp.status, resp.text())
+    })
+}
+
 fn zygote_pid(w: &Warren, app: &str) -> String {
     let line = w
         .log_lines(&["zygote ready", &format!("app=\"{app}\"")])
@@ -537,12 +547,7 @@ fn a_request_is_not_failed_by_a_worker_that_died_while_idle() {
     kill(&worker);
     // Dead, its pipes closed; unreaped while the zygote is stopped.
     wait_for_state(&worker, &['Z', 'X']);
-    let addr = w.addr;
-    let request = std::thread::spawn(move || {
-        let mut c = support::Client::connect(addr, GOOD);
-        let resp = c.get("/pid");
-        (resp.status, resp.text())
-    });
+    let request = pid_in_background(&w);
     std::thread::sleep(Duration::from_millis(500));
     signal(&zygote, "CONT");
     let (status, text) = request.join().unwrap();
@@ -567,12 +572,7 @@ fn a_request_left_unread_by_a_worker_that_died_runs_on_another() {
     let host = support::host_pid(w.pid(), &pid1);
     signal(&host, "STOP");
     wait_for_state(&host, &['T']);
-    let addr = w.addr;
-    let request = std::thread::spawn(move || {
-        let mut c = support::Client::connect(addr, GOOD);
-        let resp = c.get("/pid");
-        (resp.status, resp.text())
-    });
+    let request = pid_in_background(&w);
     // Long enough for the master to have written the request into the stopped worker's pipe
     // (it does so as soon as the request arrives).
     std::thread::sleep(Duration::from_millis(1000));
