@@ -30,8 +30,12 @@ Environment:
                   interrupt and the idle exit (a socket ping-pong measured 60 µs per round trip
                   across CPUs against 10 µs on one), so the ratio moves with placement luck;
                   pinned, every wake-up is local and what is left is each side's own cost.
-                  (wrk on a CPU of its own does not help on a 2-CPU VM: every request then
-                  crosses CPUs twice, and hello's front spent 62 µs a request instead of 22)
+  BENCH_WRK_CPU   with BENCH_PIN, a CPU for wrk alone during the pairs, as a load generator on
+                  another machine would leave the servers their CPU. Every request then crosses
+                  CPUs twice, and waking a halted CPU is what costs (in a VM, an exit to the host
+                  each time: hello's front spent 62 µs a request instead of 22), so the pairs
+                  hold /dev/cpu_dma_latency at 0, which keeps idle CPUs polling (as tuned's
+                  latency-performance profile does) for both sides alike
 
 Confinement's price, interleaved: `warren` and `warren-open` run side by side (the idle one
 costs nothing) and are loaded in turn, A B then B A, so that a drift of the machine's speed
@@ -43,6 +47,13 @@ Where the difference goes: for each run of a pair, the CPU time (from the schedu
 `/proc/PID/task/TID/schedstat`, in ns) and the voluntary and involuntary context switches per
 request of the front and of the workers, medians over the pairs, confined next to open.
 
+Requests per CPU-second: the same pairs priced by the CPU time that everything serving them
+spent (front, workers, and wrk from its rusage) per request, open over confined. Pinned with
+wrk on the same CPU, that CPU hardly idles (the bench prints how busy it was), so throughput is
+the inverse of that time; unlike requests/s it leaves out the time the host takes the VM's CPU
+away, which moves a 1 s run by up to ±30% on a shared host. It is reported next to requests/s,
+not instead of it.
+
 Cold starts: each app runs with `scale.min = 0`, a warm-up request in its zygote (`warmup`) and
 a short idle timeout; the time of the first
 request after the app went back to zero is measured, with the zygote kept (a fork) and without
@@ -52,6 +63,7 @@ request after the app went back to zero is measured, with the zygote kept (a for
 import json
 import os
 import random
+import resource
 import re
 import signal
 import socket
@@ -177,11 +189,22 @@ def parse_latency(text, pct):
     return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
 
 
-def run_wrk(port, path, conns, duration=None):
+WRK_CPU = os.environ.get("BENCH_WRK_CPU") or None
+
+
+def children_cpu_us():
+    """CPU time (user + system, µs) of this process's children that have been waited for."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (r.ru_utime + r.ru_stime) * 1e6
+
+
+def run_wrk(port, path, conns, duration=None, cpu=None):
+    """wrk's figures; `wrk_cpu_us`, the CPU time wrk itself spent. `cpu`: the CPU to run it on."""
     duration = duration or DURATION
     threads = 1 if conns == 1 else 2
+    before = children_cpu_us()
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency",
+        [*(["taskset", "-c", str(cpu)] if cpu is not None else []), "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency",
          f"http://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -193,7 +216,7 @@ def run_wrk(port, path, conns, duration=None):
     if m:
         errors += sum(int(x) for x in m.groups())
     return {"rps": rps, "p50_ms": parse_latency(out, 50), "p99_ms": parse_latency(out, 99),
-            "errors": errors}
+            "errors": errors, "wrk_cpu_us": children_cpu_us() - before}
 
 
 def connections_answered(port, path, n=32, timeout=5.0):
@@ -284,15 +307,31 @@ def sched_totals(pid):
     return totals
 
 
-def run_wrk_cpu(server, conns, duration):
+def cpu_ticks(cpu):
+    """(busy, all) clock ticks of CPU `cpu` from /proc/stat; steal counts as neither."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                v = [int(x) for x in line.split()[1:]]
+                idle, steal = v[3] + v[4], v[7]
+                return sum(v[:8]) - idle - steal, sum(v[:8]) - steal
+    return 0, 0
+
+
+def run_wrk_cpu(server, conns, duration, cpu=None, pinned=None):
     """`run_wrk` on `server`; for a warren, also what it and its workers spent per request:
-    `sched`, {"front": [CPU µs, voluntary, involuntary switches], "workers": [...]}, and
-    `cpu_us_per_req`, the two CPU times together. Unlike requests/s, CPU time does not move
-    with what else the machine (or its host) is doing."""
+    `sched`, {"front": [CPU µs, voluntary, involuntary switches], "workers": [...]},
+    `cpu_us_per_req`, the two CPU times together, and `all_cpu_us_per_req`, with wrk's. Unlike
+    requests/s, CPU time does not move with what else the machine (or its host) is doing.
+    `cpu`: the CPU wrk runs on. `pinned`: a CPU whose busy share (steal left out) is `busy`."""
     root = server.procs[0].pid if server.name.startswith("warren") else None
     before = sched_totals(root) if root else None
-    r = run_wrk(server.port, APPS[server.app][3], conns, duration)
+    ticks = cpu_ticks(pinned) if pinned is not None else None
+    r = run_wrk(server.port, APPS[server.app][3], conns, duration, cpu)
     n = r["rps"] * duration
+    if ticks:
+        busy, total = (a - b for a, b in zip(cpu_ticks(pinned), ticks))
+        r["busy"] = busy / total if total else float("nan")
     if root and n > 0:
         after = sched_totals(root)
         r["sched"] = {}
@@ -300,6 +339,7 @@ def run_wrk_cpu(server, conns, duration):
             d = [(a - b) / n for a, b in zip(after[role], before[role])]
             r["sched"][role] = [d[0] / 1000, d[1], d[2]]
         r["cpu_us_per_req"] = r["sched"]["front"][0] + r["sched"]["workers"][0]
+        r["all_cpu_us_per_req"] = r["cpu_us_per_req"] + r["wrk_cpu_us"] / n
     return r
 
 
@@ -431,22 +471,43 @@ def median_of(rows, i):
     return statistics.median(r[i] for r in rows)
 
 
+def hold_idle_polling():
+    """Keeps idle CPUs polling while the returned file stays open (PM QoS: a CPU latency of 0
+    µs allows no idle state that halts); None where that cannot be asked for."""
+    try:
+        f = open("/dev/cpu_dma_latency", "wb", buffering=0)
+        f.write((0).to_bytes(4, sys.byteorder))
+        return f
+    except OSError as e:
+        print(f"   idle CPUs not held polling ({e}): cross-CPU wake-ups cost what the machine "
+              "makes them cost", file=sys.stderr)
+        return None
+
+
 def interleaved(app, tmp):
-    """({conns: [confined/open ratio per pair]}, {conns: {server: {role: [[µs, vol, inv] per
-    request, one per run]}}}) from A B / B A runs of both warrens."""
+    """From A B / B A runs of both warrens: {"ratios": {conns: [confined/open requests/s per
+    pair]}, "cpu_ratios": {conns: [open/confined CPU time per request, everything that serves
+    it included, per pair]}, "busy": {conns: [pinned CPU's busy share per run]}, "cost": {conns:
+    {server: {role: [[µs, vol, inv] per request, one per run]}}}}."""
     path = APPS[app][3]
     on, off = Server("warren", app, free_port(), tmp), Server("warren-open", app, free_port(), tmp)
     ratios = {c: [] for c in CONNECTIONS}
+    cpu_ratios = {c: [] for c in CONNECTIONS}
+    busy = {c: [] for c in CONNECTIONS}
     cost = {c: {s: {"front": [], "workers": []} for s in ("warren", "warren-open")}
             for c in CONNECTIONS}
+    wrk_cpu = int(WRK_CPU) if WRK_CPU is not None and PIN is not None else None
 
     def run(server, conns):
-        r = run_wrk_cpu(server, conns, PAIR_DURATION)
+        r = run_wrk_cpu(server, conns, PAIR_DURATION, wrk_cpu, PIN)
         for role, per_request in r.get("sched", {}).items():
             cost[conns][server.name][role].append(per_request)
-        return r["rps"]
+        if "busy" in r:
+            busy[conns].append(r["busy"])
+        return r
 
     mask = os.sched_getaffinity(0)
+    polling = hold_idle_polling() if wrk_cpu is not None else None
     try:
         if PIN is not None:
             # Started on their CPU, so that each warren sizes its parent group's CPU weight
@@ -461,14 +522,19 @@ def interleaved(app, tmp):
         for i in range(PAIRS):
             for c in CONNECTIONS:
                 order = (on, off) if i % 2 == 0 else (off, on)
-                rps = {s.name: run(s, c) for s in order}
-                if rps["warren-open"]:
-                    ratios[c].append(rps["warren"] / rps["warren-open"])
+                r = {s.name: run(s, c) for s in order}
+                conf, opn = r["warren"], r["warren-open"]
+                if opn["rps"]:
+                    ratios[c].append(conf["rps"] / opn["rps"])
+                if conf.get("all_cpu_us_per_req") and opn.get("all_cpu_us_per_req"):
+                    cpu_ratios[c].append(opn["all_cpu_us_per_req"] / conf["all_cpu_us_per_req"])
     finally:
+        if polling:
+            polling.close()
         os.sched_setaffinity(0, mask)
         on.stop()
         off.stop()
-    return ratios, cost
+    return {"ratios": ratios, "cpu_ratios": cpu_ratios, "busy": busy, "cost": cost}
 
 
 def fmt(x, digits=2):
@@ -556,27 +622,37 @@ def main():
             for app in apps:
                 print(f"-- confinement pairs: {app}", flush=True)
                 pairs[app] = interleaved(app, tmp)
-        print(f"\n### Confined / open throughput, interleaved ({PAIRS} pairs of "
-              f"{PAIR_DURATION} s, A B / B A"
-              + (f"; servers and wrk pinned to CPU {PIN}" if PIN is not None else "") + ")\n")
-        print("| app | connections | median ratio | 95% interval | pairs | target >= 0.97 |")
-        print("|---|---:|---:|---:|---|---|")
-        for app, (by_conns, _) in pairs.items():
-            for c, rs in by_conns.items():
-                if not rs:
-                    continue
-                lo, hi = bootstrap_median(rs)
-                verdict = "met" if lo >= 0.97 else "missed" if hi < 0.97 else "undecided"
-                print(f"| {app} | {c} | {statistics.median(rs):.3f} | {lo:.3f} to {hi:.3f} | "
-                      + " ".join(f"{r:.3f}" for r in rs) + f" | {verdict} |")
+        where = ("" if PIN is None else f"; servers pinned to CPU {PIN}, wrk "
+                 + (f"on CPU {WRK_CPU}, idle CPUs polling" if WRK_CPU is not None
+                    else "on the same CPU"))
+        for key, title in (("ratios", "Confined / open throughput"),
+                           ("cpu_ratios", "Confined / open requests per CPU-second (front, "
+                                          "workers and wrk)")):
+            print(f"\n### {title}, interleaved ({PAIRS} pairs of {PAIR_DURATION} s, "
+                  f"A B / B A{where})\n")
+            print("| app | connections | median ratio | 95% interval | pairs "
+                  "| target >= 0.97 |")
+            print("|---|---:|---:|---:|---|---|")
+            for app, p in pairs.items():
+                for c, rs in p[key].items():
+                    if not rs:
+                        continue
+                    lo, hi = bootstrap_median(rs)
+                    verdict = "met" if lo >= 0.97 else "missed" if hi < 0.97 else "undecided"
+                    print(f"| {app} | {c} | {statistics.median(rs):.3f} | {lo:.3f} to "
+                          f"{hi:.3f} | " + " ".join(f"{r:.3f}" for r in rs) + f" | {verdict} |")
+        if PIN is not None:
+            print(f"\nCPU {PIN} busy during the runs (median, steal left out): "
+                  + ", ".join(f"{app} {c} conn {statistics.median(b) * 100:.1f}%"
+                              for app, p in pairs.items() for c, b in p["busy"].items() if b))
         # Where the difference goes: each side's CPU time and context switches per request.
         print("\nPer request in the pairs (median; confined / open): CPU time and voluntary "
               "(slept) and involuntary (preempted) context switches\n")
         print("| app | connections | front µs | workers µs | front switches vol, inv "
               "| workers switches vol, inv |")
         print("|---|---:|---:|---:|---:|---:|")
-        for app, (_, cost) in pairs.items():
-            for c, by_server in cost.items():
+        for app, p in pairs.items():
+            for c, by_server in p["cost"].items():
                 conf, opn = by_server["warren"], by_server["warren-open"]
                 if not (conf["front"] and opn["front"]):
                     continue

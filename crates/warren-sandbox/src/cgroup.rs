@@ -49,7 +49,7 @@ const V1_FREEZER: &str = "freezer";
 const CPU_PERIOD_US: u64 = 100_000;
 /// The CPU weight of warren's parent group, per CPU of the machine, in tasks of the default
 /// weight (see [`parent_weight`]).
-const PARENT_TASKS_PER_CPU: u64 = 2;
+const PARENT_TASKS_PER_CPU: u64 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -178,7 +178,7 @@ impl Cgroups {
             tracing::info!(
                 weight,
                 cpus,
-                "warren's parent group gets the kernel's highest CPU weight, less than two tasks \
+                "warren's parent group gets the kernel's highest CPU weight, less than four tasks \
                  per CPU on this many CPUs"
             );
         }
@@ -413,17 +413,21 @@ pub fn cpus() -> u64 {
 ///
 /// Where the front's threads are tasks of the cgroup that holds the parent group (as root with
 /// warren in the root CPU cgroup, as a v1 host starts it), they compete with it thread by
-/// thread, and a group's weight is divided among the CPUs its tasks run on. At the default weight, all apps
-/// together would weigh one task spread over the machine: half a task per CPU on two CPUs,
-/// against a whole one for each front thread, so a front thread that wakes to read one response
-/// would preempt the worker busy with the next request (measured on Flask: 0.54 involuntary
-/// switches per request in the worker, and ~9% less throughput than unconfined workers, which
-/// weigh a task each). Two tasks per CPU keep the worker running until it blocks (0.02 switches
-/// per request). Between apps nothing changes: each app group keeps the default weight, and
-/// its CPU quota still caps it. Where the front runs in a cgroup of its own (a delegated
-/// subtree's `supervisor`, a systemd unit) the two compete group to group, and the default
-/// weight is left. `cpu.weight` tops out at 10,000: above 50 CPUs the group weighs less than
-/// two tasks per CPU.
+/// thread, and a group's weight is divided among the CPUs its tasks run on. A front thread that
+/// wakes (a new request, a response) preempts the running worker when the scheduler finds the
+/// front owed CPU: when its share on that CPU, `1 / (1 + parent tasks per CPU)`, is above what
+/// it uses. A Flask front uses about 30% of the CPU that it and the worker spend together, so
+/// the parent must weigh more than two tasks per CPU (share 33%) for a worker to run until it
+/// blocks. Measured on Flask at 32 connections with the front and both workers on one CPU
+/// (weight per CPU → involuntary switches of the workers per request, throughput against
+/// unconfined workers): one task → 1.52, 0.76; two → 0.65, 0.89; four → 0.04, 1.07; sixteen
+/// → 0.00, 1.08. Four tasks per CPU leave the front a fifth of each CPU that busy apps fill,
+/// enough to keep them fed; when they are not busy the weight changes nothing. Between apps
+/// nothing changes either: each app group keeps the default weight, and its CPU quota still
+/// caps it. Where the front runs in a cgroup of its own (a delegated subtree's `supervisor`,
+/// a systemd unit) the two compete group to group, and the default weight is left.
+/// `cpu.weight` tops out at 10,000: above 25 CPUs the group weighs less than four tasks per
+/// CPU.
 pub fn parent_weight(cpus: u64, v2: bool) -> (u64, &'static str) {
     let (task, max, file) = if v2 {
         (100, 10_000, "cpu.weight")
@@ -669,10 +673,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_parent_weighs_two_tasks_per_cpu_within_the_kernels_range() {
-        assert_eq!(parent_weight(2, false), (4096, "cpu.shares"));
-        assert_eq!(parent_weight(2, true), (400, "cpu.weight"));
-        assert_eq!(parent_weight(0, true), (200, "cpu.weight"));
+    fn the_parent_weighs_four_tasks_per_cpu_within_the_kernels_range() {
+        assert_eq!(parent_weight(1, false), (4096, "cpu.shares"));
+        assert_eq!(parent_weight(2, false), (8192, "cpu.shares"));
+        assert_eq!(parent_weight(2, true), (800, "cpu.weight"));
+        assert_eq!(parent_weight(0, true), (400, "cpu.weight"));
         assert_eq!(parent_weight(512, true), (10_000, "cpu.weight"));
         assert_eq!(parent_weight(512, false), (262_144, "cpu.shares"));
     }
