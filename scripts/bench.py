@@ -47,12 +47,10 @@ Where the difference goes: for each run of a pair, the CPU time (from the schedu
 `/proc/PID/task/TID/schedstat`, in ns) and the voluntary and involuntary context switches per
 request of the front and of the workers, medians over the pairs, confined next to open.
 
-Requests per CPU-second: the same pairs priced by the CPU time that everything serving them
-spent (front, workers, and wrk from its rusage) per request, open over confined. Pinned with
-wrk on the same CPU, that CPU hardly idles (the bench prints how busy it was), so throughput is
-the inverse of that time; unlike requests/s it leaves out the time the host takes the VM's CPU
-away, which moves a 1 s run by up to ±30% on a shared host. It is reported next to requests/s,
-not instead of it.
+Side by side (`BENCH_SIDE_BY_SIDE=1`, two CPUs): the confined warren and its wrk on one CPU, the
+open warren and its wrk on the other, loaded at the same moment, the CPUs swapped after every
+pair (every thread of both moved). A shared host slows a VM's CPUs together, and a pair's two
+runs then see the same host, not two different seconds of it.
 
 Cold starts: each app runs with `scale.min = 0`, a warm-up request in its zygote (`warmup`) and
 a short idle timeout; the time of the first
@@ -63,7 +61,6 @@ request after the app went back to zero is measured, with the zygote kept (a for
 import json
 import os
 import random
-import resource
 import re
 import signal
 import socket
@@ -190,22 +187,20 @@ def parse_latency(text, pct):
 
 
 WRK_CPU = os.environ.get("BENCH_WRK_CPU") or None
-
-
-def children_cpu_us():
-    """CPU time (user + system, µs) of this process's children that have been waited for."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (r.ru_utime + r.ru_stime) * 1e6
+SIDE_BY_SIDE = None
+if os.environ.get("BENCH_SIDE_BY_SIDE") == "1":
+    SIDE_BY_SIDE = tuple(sorted(os.sched_getaffinity(0))[:2])
+    if len(SIDE_BY_SIDE) < 2:
+        sys.exit("BENCH_SIDE_BY_SIDE=1 needs two CPUs")
 
 
 def run_wrk(port, path, conns, duration=None, cpu=None):
-    """wrk's figures; `wrk_cpu_us`, the CPU time wrk itself spent. `cpu`: the CPU to run it on."""
+    """wrk's figures. `cpu`: the CPU to run it on."""
     duration = duration or DURATION
     threads = 1 if conns == 1 else 2
-    before = children_cpu_us()
     out = subprocess.run(
-        [*(["taskset", "-c", str(cpu)] if cpu is not None else []), "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency",
-         f"http://127.0.0.1:{port}{path}"],
+        [*(["taskset", "-c", str(cpu)] if cpu is not None else []), "wrk", f"-t{threads}",
+         f"-c{conns}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = 0
@@ -216,7 +211,7 @@ def run_wrk(port, path, conns, duration=None, cpu=None):
     if m:
         errors += sum(int(x) for x in m.groups())
     return {"rps": rps, "p50_ms": parse_latency(out, 50), "p99_ms": parse_latency(out, 99),
-            "errors": errors, "wrk_cpu_us": children_cpu_us() - before}
+            "errors": errors}
 
 
 def connections_answered(port, path, n=32, timeout=5.0):
@@ -307,31 +302,14 @@ def sched_totals(pid):
     return totals
 
 
-def cpu_ticks(cpu):
-    """(busy, all) clock ticks of CPU `cpu` from /proc/stat; steal counts as neither."""
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith(f"cpu{cpu} "):
-                v = [int(x) for x in line.split()[1:]]
-                idle, steal = v[3] + v[4], v[7]
-                return sum(v[:8]) - idle - steal, sum(v[:8]) - steal
-    return 0, 0
-
-
-def run_wrk_cpu(server, conns, duration, cpu=None, pinned=None):
+def run_wrk_cpu(server, conns, duration, cpu=None):
     """`run_wrk` on `server`; for a warren, also what it and its workers spent per request:
-    `sched`, {"front": [CPU µs, voluntary, involuntary switches], "workers": [...]},
-    `cpu_us_per_req`, the two CPU times together, and `all_cpu_us_per_req`, with wrk's. Unlike
-    requests/s, CPU time does not move with what else the machine (or its host) is doing.
-    `cpu`: the CPU wrk runs on. `pinned`: a CPU whose busy share (steal left out) is `busy`."""
+    `sched`, {"front": [CPU µs, voluntary, involuntary switches], "workers": [...]}, and
+    `cpu_us_per_req`, the two CPU times together. `cpu`: the CPU wrk runs on."""
     root = server.procs[0].pid if server.name.startswith("warren") else None
     before = sched_totals(root) if root else None
-    ticks = cpu_ticks(pinned) if pinned is not None else None
     r = run_wrk(server.port, APPS[server.app][3], conns, duration, cpu)
     n = r["rps"] * duration
-    if ticks:
-        busy, total = (a - b for a, b in zip(cpu_ticks(pinned), ticks))
-        r["busy"] = busy / total if total else float("nan")
     if root and n > 0:
         after = sched_totals(root)
         r["sched"] = {}
@@ -339,7 +317,6 @@ def run_wrk_cpu(server, conns, duration, cpu=None, pinned=None):
             d = [(a - b) / n for a, b in zip(after[role], before[role])]
             r["sched"][role] = [d[0] / 1000, d[1], d[2]]
         r["cpu_us_per_req"] = r["sched"]["front"][0] + r["sched"]["workers"][0]
-        r["all_cpu_us_per_req"] = r["cpu_us_per_req"] + r["wrk_cpu_us"] / n
     return r
 
 
@@ -484,57 +461,82 @@ def hold_idle_polling():
         return None
 
 
+def pin_tree(pid, cpu):
+    """Moves every thread of `pid` and of the processes below it to CPU `cpu`."""
+    for _, t in threads(pid):
+        try:
+            os.sched_setaffinity(int(t), {cpu})
+        except OSError:
+            pass  # gone meanwhile
+
+
 def interleaved(app, tmp):
-    """From A B / B A runs of both warrens: {"ratios": {conns: [confined/open requests/s per
-    pair]}, "cpu_ratios": {conns: [open/confined CPU time per request, everything that serves
-    it included, per pair]}, "busy": {conns: [pinned CPU's busy share per run]}, "cost": {conns:
-    {server: {role: [[µs, vol, inv] per request, one per run]}}}}."""
+    """From pairs of runs of both warrens (in turn, A B / B A, or side by side):
+    {"ratios": {conns: [confined/open requests/s per pair]}, "cost": {conns: {server: {role:
+    [[µs, vol, inv] per request, one per run]}}}}."""
     path = APPS[app][3]
     on, off = Server("warren", app, free_port(), tmp), Server("warren-open", app, free_port(), tmp)
     ratios = {c: [] for c in CONNECTIONS}
-    cpu_ratios = {c: [] for c in CONNECTIONS}
-    busy = {c: [] for c in CONNECTIONS}
     cost = {c: {s: {"front": [], "workers": []} for s in ("warren", "warren-open")}
             for c in CONNECTIONS}
     wrk_cpu = int(WRK_CPU) if WRK_CPU is not None and PIN is not None else None
 
-    def run(server, conns):
-        r = run_wrk_cpu(server, conns, PAIR_DURATION, wrk_cpu, PIN)
+    def run(server, conns, cpu=wrk_cpu):
+        r = run_wrk_cpu(server, conns, PAIR_DURATION, cpu)
         for role, per_request in r.get("sched", {}).items():
             cost[conns][server.name][role].append(per_request)
-        if "busy" in r:
-            busy[conns].append(r["busy"])
-        return r
+        return r["rps"]
+
+    def side_by_side(conns, cpus):
+        """Both loaded at once, each with its wrk on its own CPU: {name: rps}."""
+        out = {}
+        for server, cpu in zip((on, off), cpus):
+            pin_tree(server.procs[0].pid, cpu)
+        jobs = [threading.Thread(
+                    target=lambda s=s, c=c: out.__setitem__(s.name, run(s, conns, c)))
+                for s, c in zip((on, off), cpus)]
+        for j in jobs:
+            j.start()
+        for j in jobs:
+            j.join()
+        return out
 
     mask = os.sched_getaffinity(0)
     polling = hold_idle_polling() if wrk_cpu is not None else None
     try:
-        if PIN is not None:
-            # Started on their CPU, so that each warren sizes its parent group's CPU weight
-            # for the one CPU it may use (as `taskset -c N warren serve` would); wrk inherits
-            # it too.
-            os.sched_setaffinity(0, {PIN})
-        on.start()
-        off.start()
+        if SIDE_BY_SIDE:
+            # Each started on one CPU, so that it sizes its parent weight for one CPU.
+            os.sched_setaffinity(0, {SIDE_BY_SIDE[0]})
+            on.start()
+            os.sched_setaffinity(0, {SIDE_BY_SIDE[1]})
+            off.start()
+        else:
+            if PIN is not None:
+                # Started on their CPU, so that each warren sizes its parent group's CPU weight
+                # for the one CPU it may use (as `taskset -c N warren serve` would); wrk
+                # inherits it too.
+                os.sched_setaffinity(0, {PIN})
+            on.start()
+            off.start()
         for c in CONNECTIONS:
             run_wrk(on.port, path, c, 1)
             run_wrk(off.port, path, c, 1)
         for i in range(PAIRS):
             for c in CONNECTIONS:
-                order = (on, off) if i % 2 == 0 else (off, on)
-                r = {s.name: run(s, c) for s in order}
-                conf, opn = r["warren"], r["warren-open"]
-                if opn["rps"]:
-                    ratios[c].append(conf["rps"] / opn["rps"])
-                if conf.get("all_cpu_us_per_req") and opn.get("all_cpu_us_per_req"):
-                    cpu_ratios[c].append(opn["all_cpu_us_per_req"] / conf["all_cpu_us_per_req"])
+                if SIDE_BY_SIDE:
+                    rps = side_by_side(c, SIDE_BY_SIDE if i % 2 == 0 else SIDE_BY_SIDE[::-1])
+                else:
+                    order = (on, off) if i % 2 == 0 else (off, on)
+                    rps = {s.name: run(s, c) for s in order}
+                if rps["warren-open"]:
+                    ratios[c].append(rps["warren"] / rps["warren-open"])
     finally:
         if polling:
             polling.close()
         os.sched_setaffinity(0, mask)
         on.stop()
         off.stop()
-    return {"ratios": ratios, "cpu_ratios": cpu_ratios, "busy": busy, "cost": cost}
+    return {"ratios": ratios, "cost": cost}
 
 
 def fmt(x, digits=2):
@@ -622,29 +624,23 @@ def main():
             for app in apps:
                 print(f"-- confinement pairs: {app}", flush=True)
                 pairs[app] = interleaved(app, tmp)
-        where = ("" if PIN is None else f"; servers pinned to CPU {PIN}, wrk "
-                 + (f"on CPU {WRK_CPU}, idle CPUs polling" if WRK_CPU is not None
-                    else "on the same CPU"))
-        for key, title in (("ratios", "Confined / open throughput"),
-                           ("cpu_ratios", "Confined / open requests per CPU-second (front, "
-                                          "workers and wrk)")):
-            print(f"\n### {title}, interleaved ({PAIRS} pairs of {PAIR_DURATION} s, "
-                  f"A B / B A{where})\n")
-            print("| app | connections | median ratio | 95% interval | pairs "
-                  "| target >= 0.97 |")
-            print("|---|---:|---:|---:|---|---|")
-            for app, p in pairs.items():
-                for c, rs in p[key].items():
-                    if not rs:
-                        continue
-                    lo, hi = bootstrap_median(rs)
-                    verdict = "met" if lo >= 0.97 else "missed" if hi < 0.97 else "undecided"
-                    print(f"| {app} | {c} | {statistics.median(rs):.3f} | {lo:.3f} to "
-                          f"{hi:.3f} | " + " ".join(f"{r:.3f}" for r in rs) + f" | {verdict} |")
-        if PIN is not None:
-            print(f"\nCPU {PIN} busy during the runs (median, steal left out): "
-                  + ", ".join(f"{app} {c} conn {statistics.median(b) * 100:.1f}%"
-                              for app, p in pairs.items() for c, b in p["busy"].items() if b))
+        where = ("; side by side, each warren and its wrk on a CPU of its own, swapped every "
+                 "pair" if SIDE_BY_SIDE else "; A B / B A" + (
+                     "" if PIN is None else f"; servers pinned to CPU {PIN}, wrk "
+                     + (f"on CPU {WRK_CPU}, idle CPUs polling" if WRK_CPU is not None
+                        else "on the same CPU")))
+        print(f"\n### Confined / open throughput, interleaved ({PAIRS} pairs of "
+              f"{PAIR_DURATION} s{where})\n")
+        print("| app | connections | median ratio | 95% interval | pairs | target >= 0.97 |")
+        print("|---|---:|---:|---:|---|---|")
+        for app, p in pairs.items():
+            for c, rs in p["ratios"].items():
+                if not rs:
+                    continue
+                lo, hi = bootstrap_median(rs)
+                verdict = "met" if lo >= 0.97 else "missed" if hi < 0.97 else "undecided"
+                print(f"| {app} | {c} | {statistics.median(rs):.3f} | {lo:.3f} to {hi:.3f} | "
+                      + " ".join(f"{r:.3f}" for r in rs) + f" | {verdict} |")
         # Where the difference goes: each side's CPU time and context switches per request.
         print("\nPer request in the pairs (median; confined / open): CPU time and voluntary "
               "(slept) and involuntary (preempted) context switches\n")
