@@ -24,7 +24,8 @@ Environment:
                   moves by ±10% from one run to the next, so many short pairs narrow the
                   interval more than a few long ones)
   BENCH_PIN       a CPU number: during the pairs, both warrens (front, zygote, workers) and wrk
-                  run on that one CPU only, the warrens started there (default: unpinned). At
+                  (unless BENCH_WRK_CPU) run on that one CPU only, the warrens started there
+                  (default: unpinned). At
                   1 connection an unpinned run's speed hangs on where the scheduler wakes each
                   side: in a VM, waking a task on the other, idle CPU costs an inter-processor
                   interrupt and the idle exit (a socket ping-pong measured 60 µs per round trip
@@ -36,10 +37,12 @@ Environment:
                   each time: hello's front spent 62 µs a request instead of 22), so the pairs
                   hold /dev/cpu_dma_latency at 0, which keeps idle CPUs polling (as tuned's
                   latency-performance profile does) for both sides alike
+  BENCH_SIDE_BY_SIDE=1  the pairs' two runs at once rather than in turn (two CPUs; not with
+                  BENCH_PIN), see below
 
-Confinement's price, interleaved: `warren` and `warren-open` run side by side (the idle one
-costs nothing) and are loaded in turn, A B then B A, so that a drift of the machine's speed
-hits both alike; each pair gives one throughput ratio. The median ratio is reported with a 95%
+Confinement's price, interleaved: `warren` and `warren-open` run next to each other (the idle
+one costs nothing) and are by default loaded in turn, A B then B A, so that a drift of the
+machine's speed hits both alike; each pair gives one throughput ratio. The median ratio is reported with a 95%
 bootstrap interval: the 3% target is met when the interval's low end is at least 0.97, missed
 when its high end is below 0.97, and undecided (the machine is too noisy to tell) otherwise.
 
@@ -187,11 +190,20 @@ def parse_latency(text, pct):
 
 
 WRK_CPU = os.environ.get("BENCH_WRK_CPU") or None
+if WRK_CPU is not None:
+    if not WRK_CPU.isdigit() or int(WRK_CPU) not in os.sched_getaffinity(0):
+        sys.exit(f"BENCH_WRK_CPU={WRK_CPU}: not a CPU this process may run on "
+                 f"({sorted(os.sched_getaffinity(0))})")
+    if os.environ.get("BENCH_PIN") in (None, "", WRK_CPU):
+        sys.exit("BENCH_WRK_CPU needs BENCH_PIN, on another CPU")
+    WRK_CPU = int(WRK_CPU)
 SIDE_BY_SIDE = None
 if os.environ.get("BENCH_SIDE_BY_SIDE") == "1":
     SIDE_BY_SIDE = tuple(sorted(os.sched_getaffinity(0))[:2])
     if len(SIDE_BY_SIDE) < 2:
         sys.exit("BENCH_SIDE_BY_SIDE=1 needs two CPUs")
+    if os.environ.get("BENCH_PIN"):
+        sys.exit("BENCH_SIDE_BY_SIDE=1 places the servers itself: leave BENCH_PIN unset")
 
 
 def run_wrk(port, path, conns, duration=None, cpu=None):
@@ -302,12 +314,15 @@ def sched_totals(pid):
     return totals
 
 
-def run_wrk_cpu(server, conns, duration, cpu=None):
+def run_wrk_cpu(server, conns, duration, cpu=None, start=None):
     """`run_wrk` on `server`; for a warren, also what it and its workers spent per request:
     `sched`, {"front": [CPU µs, voluntary, involuntary switches], "workers": [...]}, and
-    `cpu_us_per_req`, the two CPU times together. `cpu`: the CPU wrk runs on."""
+    `cpu_us_per_req`, the two CPU times together. `cpu`: the CPU wrk runs on. `start`: a
+    barrier to wait at between the first reading and wrk's start."""
     root = server.procs[0].pid if server.name.startswith("warren") else None
     before = sched_totals(root) if root else None
+    if start is not None:
+        start.wait()
     r = run_wrk(server.port, APPS[server.app][3], conns, duration, cpu)
     n = r["rps"] * duration
     if root and n > 0:
@@ -451,11 +466,14 @@ def median_of(rows, i):
 def hold_idle_polling():
     """Keeps idle CPUs polling while the returned file stays open (PM QoS: a CPU latency of 0
     µs allows no idle state that halts); None where that cannot be asked for."""
+    f = None
     try:
         f = open("/dev/cpu_dma_latency", "wb", buffering=0)
         f.write((0).to_bytes(4, sys.byteorder))
         return f
     except OSError as e:
+        if f is not None:
+            f.close()
         print(f"   idle CPUs not held polling ({e}): cross-CPU wake-ups cost what the machine "
               "makes them cost", file=sys.stderr)
         return None
@@ -466,39 +484,50 @@ def pin_tree(pid, cpu):
     for _, t in threads(pid):
         try:
             os.sched_setaffinity(int(t), {cpu})
-        except OSError:
+        except ProcessLookupError:
             pass  # gone meanwhile
 
 
 def interleaved(app, tmp):
     """From pairs of runs of both warrens (in turn, A B / B A, or side by side):
     {"ratios": {conns: [confined/open requests/s per pair]}, "cost": {conns: {server: {role:
-    [[µs, vol, inv] per request, one per run]}}}}."""
+    [[µs, vol, inv] per request, one per run]}}}, "polling": whether idle CPUs were held
+    polling}."""
     path = APPS[app][3]
     on, off = Server("warren", app, free_port(), tmp), Server("warren-open", app, free_port(), tmp)
     ratios = {c: [] for c in CONNECTIONS}
     cost = {c: {s: {"front": [], "workers": []} for s in ("warren", "warren-open")}
             for c in CONNECTIONS}
-    wrk_cpu = int(WRK_CPU) if WRK_CPU is not None and PIN is not None else None
+    wrk_cpu = WRK_CPU
 
-    def run(server, conns, cpu=wrk_cpu):
-        r = run_wrk_cpu(server, conns, PAIR_DURATION, cpu)
+    def run(server, conns, cpu=wrk_cpu, start=None):
+        r = run_wrk_cpu(server, conns, PAIR_DURATION, cpu, start)
         for role, per_request in r.get("sched", {}).items():
             cost[conns][server.name][role].append(per_request)
         return r["rps"]
 
-    def side_by_side(conns, cpus):
-        """Both loaded at once, each with its wrk on its own CPU: {name: rps}."""
-        out = {}
-        for server, cpu in zip((on, off), cpus):
+    def side_by_side(conns, cpus, first):
+        """Both loaded at once, each with its wrk on its own CPU, `first` (0 or 1) started
+        first: {name: rps}."""
+        out, failed, start = {}, [], threading.Barrier(2)
+        pairs = list(zip((on, off), cpus))
+        for server, cpu in pairs:
             pin_tree(server.procs[0].pid, cpu)
-        jobs = [threading.Thread(
-                    target=lambda s=s, c=c: out.__setitem__(s.name, run(s, conns, c)))
-                for s, c in zip((on, off), cpus)]
+
+        def job(server, cpu):
+            try:
+                out[server.name] = run(server, conns, cpu, start)
+            except BaseException as e:  # re-raised below, in the caller's thread
+                start.abort()
+                failed.append(e)
+
+        jobs = [threading.Thread(target=job, args=p) for p in pairs[first:] + pairs[:first]]
         for j in jobs:
             j.start()
         for j in jobs:
             j.join()
+        if failed:
+            raise failed[0]
         return out
 
     mask = os.sched_getaffinity(0)
@@ -510,6 +539,7 @@ def interleaved(app, tmp):
             on.start()
             os.sched_setaffinity(0, {SIDE_BY_SIDE[1]})
             off.start()
+            os.sched_setaffinity(0, mask)
         else:
             if PIN is not None:
                 # Started on their CPU, so that each warren sizes its parent group's CPU weight
@@ -524,7 +554,8 @@ def interleaved(app, tmp):
         for i in range(PAIRS):
             for c in CONNECTIONS:
                 if SIDE_BY_SIDE:
-                    rps = side_by_side(c, SIDE_BY_SIDE if i % 2 == 0 else SIDE_BY_SIDE[::-1])
+                    rps = side_by_side(c, SIDE_BY_SIDE if i % 2 == 0 else SIDE_BY_SIDE[::-1],
+                                       (i // 2) % 2)
                 else:
                     order = (on, off) if i % 2 == 0 else (off, on)
                     rps = {s.name: run(s, c) for s in order}
@@ -536,7 +567,7 @@ def interleaved(app, tmp):
         os.sched_setaffinity(0, mask)
         on.stop()
         off.stop()
-    return {"ratios": ratios, "cost": cost}
+    return {"ratios": ratios, "cost": cost, "polling": polling is not None}
 
 
 def fmt(x, digits=2):
@@ -627,8 +658,9 @@ def main():
         where = ("; side by side, each warren and its wrk on a CPU of its own, swapped every "
                  "pair" if SIDE_BY_SIDE else "; A B / B A" + (
                      "" if PIN is None else f"; servers pinned to CPU {PIN}, wrk "
-                     + (f"on CPU {WRK_CPU}, idle CPUs polling" if WRK_CPU is not None
-                        else "on the same CPU")))
+                     + (f"on CPU {WRK_CPU}" if WRK_CPU is not None else "on the same CPU")
+                     + (", idle CPUs polling" if any(p["polling"] for p in pairs.values())
+                        else "")))
         print(f"\n### Confined / open throughput, interleaved ({PAIRS} pairs of "
               f"{PAIR_DURATION} s{where})\n")
         print("| app | connections | median ratio | 95% interval | pairs | target >= 0.97 |")
