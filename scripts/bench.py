@@ -33,10 +33,8 @@ Environment:
                   pinned, every wake-up is local and what is left is each side's own cost.
   BENCH_WRK_CPU   with BENCH_PIN, a CPU for wrk alone during the pairs, as a load generator on
                   another machine would leave the servers their CPU. Every request then crosses
-                  CPUs twice, and waking a halted CPU is what costs (in a VM, an exit to the host
-                  each time: hello's front spent 62 µs a request instead of 22), so the pairs
-                  hold /dev/cpu_dma_latency at 0, which keeps idle CPUs polling (as tuned's
-                  latency-performance profile does) for both sides alike
+                  CPUs twice (hello's front spent 62 µs a request instead of 22 with idle CPUs
+                  halting; see below)
   BENCH_SIDE_BY_SIDE=1  the pairs' two runs at once rather than in turn (two CPUs; not with
                   BENCH_PIN), see below
 
@@ -49,6 +47,10 @@ when its high end is below 0.97, and undecided (the machine is too noisy to tell
 Where the difference goes: for each run of a pair, the CPU time (from the scheduler's
 `/proc/PID/task/TID/schedstat`, in ns) and the voluntary and involuntary context switches per
 request of the front and of the workers, medians over the pairs, confined next to open.
+
+During the pairs the bench holds /dev/cpu_dma_latency at 0, which keeps idle CPUs polling (as
+tuned's latency-performance profile does), for both sides alike: in a VM, waking a halted CPU
+is an exit to the host, and its cost moves with what the host is doing.
 
 Side by side (`BENCH_SIDE_BY_SIDE=1`, two CPUs): the confined warren and its wrk on one CPU, the
 open warren and its wrk on the other, loaded at the same moment, the CPUs swapped after every
@@ -531,7 +533,7 @@ def interleaved(app, tmp):
         return out
 
     mask = os.sched_getaffinity(0)
-    polling = hold_idle_polling() if wrk_cpu is not None else None
+    polling = hold_idle_polling()
     try:
         if SIDE_BY_SIDE:
             # Each started on one CPU, so that it sizes its parent weight for one CPU.

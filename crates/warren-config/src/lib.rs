@@ -70,6 +70,8 @@ pub struct Server {
     pub admin: Option<SocketAddr>,
     /// Most workers of all apps together; the autoscaler shares them out.
     pub max_workers: Option<usize>,
+    /// The Linux scheduling policy of the front's threads (`server.scheduling`).
+    pub scheduling: Scheduling,
 }
 
 /// `[apps.NAME]`: one WSGI app.
@@ -142,16 +144,27 @@ pub struct Limits {
     pub max_worker_rss_bytes: u64,
 }
 
-/// `limits.scheduling`: how the kernel schedules an app's processes.
+/// `limits.scheduling` and `server.scheduling`: how the kernel schedules an app's processes,
+/// or the front's threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheduling {
-    /// `SCHED_BATCH` (the default): a worker woken by a request does not preempt the task
-    /// running on its CPU (the front, or another app); it runs when that task's slice ends or a
-    /// CPU is idle. Under load that saves a context switch per request, and across a cgroup
-    /// boundary a context switch is what confinement costs most.
+    /// `SCHED_BATCH` (the default): a worker woken by a request, or a front thread woken by a
+    /// response or a client, does not preempt the task running on its CPU; it runs when that
+    /// task's slice ends, blocks, or a CPU is idle. Under load that saves a context switch per
+    /// request, and across a cgroup boundary a context switch is what confinement costs most.
     Batch,
-    /// `SCHED_OTHER`: a woken worker may preempt at once.
+    /// `SCHED_OTHER`: a woken task may preempt at once.
     Normal,
+}
+
+impl Scheduling {
+    fn parse(value: &str) -> Result<Scheduling, String> {
+        match value {
+            "batch" => Ok(Scheduling::Batch),
+            "normal" => Ok(Scheduling::Normal),
+            other => Err(format!("unknown policy `{other}` (one of batch, normal)")),
+        }
+    }
 }
 
 /// `[apps.NAME.scale]`: the autoscaler's policy for one app.
@@ -249,6 +262,12 @@ struct ServerFile {
     touch_reload: Option<String>,
     admin: Option<String>,
     max_workers: Option<usize>,
+    #[serde(default = "default_scheduling")]
+    scheduling: String,
+}
+
+fn default_scheduling() -> String {
+    "batch".into()
 }
 
 fn default_uid_base() -> u32 {
@@ -267,6 +286,7 @@ impl Default for ServerFile {
             touch_reload: None,
             admin: None,
             max_workers: None,
+            scheduling: default_scheduling(),
         }
     }
 }
@@ -563,6 +583,8 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
     };
+    let scheduling = Scheduling::parse(&raw.server.scheduling)
+        .map_err(|reason| invalid("server.scheduling".into(), reason))?;
 
     let mut apps = Vec::with_capacity(raw.apps.len());
     let mut host_owner: HashMap<String, String> = HashMap::new();
@@ -738,6 +760,7 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             sandbox_uid_base: uid_base,
             admin,
             max_workers: raw.server.max_workers,
+            scheduling,
             touch_reload: match &raw.server.touch_reload {
                 None => None,
                 Some(f) => Some(
@@ -791,16 +814,8 @@ fn validate_limits(
         ));
     }
     let request_timeout = (t > 0.0).then(|| Duration::from_secs_f64(t));
-    let scheduling = match l.scheduling.as_str() {
-        "batch" => Scheduling::Batch,
-        "normal" => Scheduling::Normal,
-        other => {
-            return Err((
-                key("limits.scheduling"),
-                format!("unknown policy `{other}` (one of batch, normal)"),
-            ));
-        }
-    };
+    let scheduling =
+        Scheduling::parse(&l.scheduling).map_err(|reason| (key("limits.scheduling"), reason))?;
     if l.max_worker_rss_mb > l.memory_mb {
         return Err((
             key("limits.max_worker_rss_mb"),

@@ -139,6 +139,10 @@ fn bad_configs_name_key_and_reason() {
             "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n[apps.a.limits]\nscheduling = \"fifo\"\n",
             "apps.a.limits.scheduling: unknown policy `fifo` (one of batch, normal)",
         ),
+        (
+            "[server]\nscheduling = \"rr\"\n",
+            "server.scheduling: unknown policy `rr` (one of batch, normal)",
+        ),
     ];
     for (text, want) in cases {
         check(text, Some(want));
@@ -159,6 +163,14 @@ fn workers_are_batch_scheduled_unless_the_app_says_normal() {
     )
     .unwrap();
     assert_eq!(normal.apps[0].limits.scheduling, Scheduling::Normal);
+}
+
+#[test]
+fn the_front_is_batch_scheduled_unless_the_server_says_normal() {
+    let default = check("", None).unwrap();
+    assert_eq!(default.server.scheduling, Scheduling::Batch);
+    let normal = check("[server]\nscheduling = \"normal\"\n", None).unwrap();
+    assert_eq!(normal.server.scheduling, Scheduling::Normal);
 }
 
 #[test]

@@ -422,10 +422,12 @@ pub fn cpus() -> u64 {
 /// (weight per CPU → involuntary switches of the workers per request, throughput against
 /// unconfined workers): one task → 1.52, 0.76; two → 0.65, 0.89; four → 0.04, 1.07; sixteen
 /// → 0.00, 1.08. Four tasks per CPU leave the front a fifth of each CPU that busy apps fill,
-/// enough to keep them fed; when they are not busy the weight changes nothing. The price is at
-/// one connection: a worker preempted as it sends its response runs again before the client
-/// does, finds no request yet and sleeps once more (Flask, one connection, side by side: 1.00
-/// of unconfined at two tasks per CPU, 0.92 at four; at 32 connections 0.92 and 1.00). Between apps
+/// enough to keep them fed; when they are not busy the weight changes nothing. With a front at
+/// `SCHED_OTHER` this has a price at one connection: a worker preempted as it sends its
+/// response runs again before the client does, finds no request yet and sleeps once more
+/// (Flask, side by side: 0.92 of unconfined at four tasks per CPU, 1.00 at two). The front's
+/// default `SCHED_BATCH` (`server.scheduling`) takes that preemption away: 1.01 at one
+/// connection and 0.99 at 32 with both. Between apps
 /// nothing changes either: each app group keeps the default weight, and its CPU quota still
 /// caps it. Where the front runs in a cgroup of its own (a delegated subtree's `supervisor`,
 /// a systemd unit) the two compete group to group, and the default weight is left.

@@ -155,13 +155,17 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            // Kept across exec and fork: every worker is born with it. Lowering the policy needs
-            // no privilege, so this works without root too.
-            if batch {
-                let param = libc::sched_param { sched_priority: 0 };
-                if libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            // Kept across exec and fork: every worker is born with it. Set either way, as the
+            // front's thread that forked may run the other policy (`server.scheduling`).
+            // Moving between the two needs no privilege, so this works without root too.
+            let param = libc::sched_param { sched_priority: 0 };
+            let policy = if batch {
+                libc::SCHED_BATCH
+            } else {
+                libc::SCHED_OTHER
+            };
+            if libc::sched_setscheduler(0, policy, &param) < 0 {
+                return Err(std::io::Error::last_os_error());
             }
             if confined {
                 if libc::setsid() < 0 {
@@ -200,6 +204,23 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
 /// The pid, as this process sees it, of `parent`'s child whose pid is `ns_pid` inside its own
 /// pid namespace (the zygote reports its workers' pids as it sees them). `None` if there is no
 /// such child (it already exited).
+/// Gives the calling thread `SCHED_BATCH` (`batch`) or `SCHED_OTHER`; threads it creates
+/// afterwards inherit the policy. `warren serve` calls it for the front (`server.scheduling`)
+/// before its runtime starts any thread. No privilege is needed to move between the two.
+pub fn set_own_scheduling(batch: bool) -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    let policy = if batch {
+        libc::SCHED_BATCH
+    } else {
+        libc::SCHED_OTHER
+    };
+    // SAFETY: `param` outlives the call; pid 0 is the calling thread.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn host_pid_of_child(parent: i32, ns_pid: i32) -> Option<i32> {
     children(parent).into_iter().find(|&child| {
         std::fs::read_to_string(format!("/proc/{child}/status")).is_ok_and(|s| {

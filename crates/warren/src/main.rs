@@ -133,6 +133,13 @@ fn run(cli: Cli) -> Result<()> {
             // Before any thread exists: probing forks, and user namespaces need one thread.
             let confinement = Arc::new(warren_master::Confinement::probe());
             confinement.log();
+            // Before the runtime's threads exist, so that they inherit it.
+            let batch = config.server.scheduling == warren_config::Scheduling::Batch;
+            warren_sandbox::set_own_scheduling(batch).context("setting the front's scheduling")?;
+            tracing::info!(
+                policy = if batch { "SCHED_BATCH" } else { "SCHED_OTHER" },
+                "front scheduling (server.scheduling)"
+            );
             // One thread: a current-thread runtime, with no cross-thread wake-ups at all.
             let mut runtime = match config.server.threads {
                 1 => tokio::runtime::Builder::new_current_thread(),

@@ -352,6 +352,22 @@ fn sched_policy(pid: u32) -> u32 {
         .unwrap_or_else(|| panic!("no policy field in /proc/{pid}/stat"))
 }
 
+/// The scheduling policy of every thread of `pid` (field 41 of `/proc/PID/task/TID/stat`).
+fn thread_policies(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("warren's threads");
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .map(|stat| {
+            let rest = &stat[stat.rfind(')').expect("a stat line") + 1..];
+            rest.split_whitespace()
+                .nth(41 - 3)
+                .and_then(|f| f.parse().ok())
+                .expect("a policy field")
+        })
+        .collect()
+}
+
 #[test]
 fn app_processes_run_sched_batch_unless_the_app_asks_for_normal() {
     if !needs_root() {
@@ -409,8 +425,51 @@ scheduling = "normal"
             "{app}: every process has policy {want}: {procs:?}"
         );
     }
-    // warren's own front keeps the normal policy.
-    assert_eq!(sched_policy(w.pid()), 0);
+    // The front runs SCHED_BATCH too (`server.scheduling`), every thread of it, and the
+    // "normal" app's processes were set back to SCHED_OTHER although a batch thread forked them.
+    let front = thread_policies(w.pid());
+    assert!(
+        !front.is_empty() && front.iter().all(|&p| p == 3),
+        "front threads' policies: {front:?}"
+    );
+    w.stop();
+}
+
+/// Needs no root: moving between `SCHED_BATCH` and `SCHED_OTHER` is unprivileged, and the app
+/// runs unconfined.
+#[test]
+fn the_front_runs_sched_other_when_the_server_asks_for_normal() {
+    let hello = repo_root().join("examples/apps/hello");
+    let hello = hello.display();
+    let w = Warren::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+scheduling = "normal"
+
+[apps.hello]
+path = "{hello}"
+entry = "app:application"
+workers = 2
+
+[apps.hello.sandbox]
+enabled = false
+"#
+    ));
+    w.wait_workers("hello", 2);
+    w.get("hello.localhost", "/").assert_ok();
+    let front = thread_policies(w.pid());
+    assert!(
+        !front.is_empty() && front.iter().all(|&p| p == 0),
+        "front threads' policies: {front:?}"
+    );
+    // The app keeps its own default, batch.
+    let apps: Vec<(u32, u32)> = support::descendants(w.pid())
+        .into_iter()
+        .map(|(pid, _)| (pid, sched_policy(pid)))
+        .collect();
+    assert!(apps.len() >= 3, "zygote and two workers: {apps:?}");
+    assert!(apps.iter().all(|a| a.1 == 3), "app processes: {apps:?}");
     w.stop();
 }
 
