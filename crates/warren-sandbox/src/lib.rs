@@ -158,15 +158,7 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
             // Kept across exec and fork: every worker is born with it. Set either way, as the
             // front's thread that forked may run the other policy (`server.scheduling`).
             // Moving between the two needs no privilege, so this works without root too.
-            let param = libc::sched_param { sched_priority: 0 };
-            let policy = if batch {
-                libc::SCHED_BATCH
-            } else {
-                libc::SCHED_OTHER
-            };
-            if libc::sched_setscheduler(0, policy, &param) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            set_own_scheduling(batch)?;
             if confined {
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
