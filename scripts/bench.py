@@ -25,12 +25,12 @@ Environment:
                   interval more than a few long ones)
   BENCH_PIN       a CPU number: during the pairs, both warrens (front, zygote, workers) and wrk
                   (unless BENCH_WRK_CPU) run on that one CPU only, the warrens started there
-                  (default: unpinned). At
-                  1 connection an unpinned run's speed hangs on where the scheduler wakes each
-                  side: in a VM, waking a task on the other, idle CPU costs an inter-processor
-                  interrupt and the idle exit (a socket ping-pong measured 60 µs per round trip
-                  across CPUs against 10 µs on one), so the ratio moves with placement luck;
-                  pinned, every wake-up is local and what is left is each side's own cost.
+                  (default: unpinned). At 1 connection an unpinned run's speed hangs on where
+                  the scheduler wakes each side: in a VM, waking a task on the other, idle CPU
+                  costs an inter-processor interrupt and the idle exit (a socket ping-pong
+                  measured 60 µs per round trip across CPUs against 10 µs on one), so the ratio
+                  moves with placement luck; pinned, every wake-up is local and what is left is
+                  each side's own cost.
   BENCH_WRK_CPU   with BENCH_PIN, a CPU for wrk alone during the pairs, as a load generator on
                   another machine would leave the servers their CPU. Every request then crosses
                   CPUs twice (hello's front spent 62 µs a request instead of 22 with idle CPUs
@@ -40,9 +40,10 @@ Environment:
 
 Confinement's price, interleaved: `warren` and `warren-open` run next to each other (the idle
 one costs nothing) and are by default loaded in turn, A B then B A, so that a drift of the
-machine's speed hits both alike; each pair gives one throughput ratio. The median ratio is reported with a 95%
-bootstrap interval: the 3% target is met when the interval's low end is at least 0.97, missed
-when its high end is below 0.97, and undecided (the machine is too noisy to tell) otherwise.
+machine's speed hits both alike; each pair gives one throughput ratio. The median ratio is
+reported with a 95% bootstrap interval: the 3% target is met when the interval's low end is at
+least 0.97, missed when its high end is below 0.97, and undecided (the machine is too noisy to
+tell) otherwise.
 
 Where the difference goes: for each run of a pair, the CPU time (from the scheduler's
 `/proc/PID/task/TID/schedstat`, in ns) and the voluntary and involuntary context switches per
@@ -500,9 +501,7 @@ def interleaved(app, tmp):
     ratios = {c: [] for c in CONNECTIONS}
     cost = {c: {s: {"front": [], "workers": []} for s in ("warren", "warren-open")}
             for c in CONNECTIONS}
-    wrk_cpu = WRK_CPU
-
-    def run(server, conns, cpu=wrk_cpu, start=None):
+    def run(server, conns, cpu=WRK_CPU, start=None):
         r = run_wrk_cpu(server, conns, PAIR_DURATION, cpu, start)
         for role, per_request in r.get("sched", {}).items():
             cost[conns][server.name][role].append(per_request)
@@ -660,9 +659,9 @@ def main():
         where = ("; side by side, each warren and its wrk on a CPU of its own, swapped every "
                  "pair" if SIDE_BY_SIDE else "; A B / B A" + (
                      "" if PIN is None else f"; servers pinned to CPU {PIN}, wrk "
-                     + (f"on CPU {WRK_CPU}" if WRK_CPU is not None else "on the same CPU")
-                     + (", idle CPUs polling" if any(p["polling"] for p in pairs.values())
-                        else "")))
+                     + (f"on CPU {WRK_CPU}" if WRK_CPU is not None else "on the same CPU")))
+        if any(p["polling"] for p in pairs.values()):
+            where += "; idle CPUs polling"
         print(f"\n### Confined / open throughput, interleaved ({PAIRS} pairs of "
               f"{PAIR_DURATION} s{where})\n")
         print("| app | connections | median ratio | 95% interval | pairs | target >= 0.97 |")

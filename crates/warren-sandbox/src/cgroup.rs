@@ -413,26 +413,24 @@ pub fn cpus() -> u64 {
 ///
 /// Where the front's threads are tasks of the cgroup that holds the parent group (as root with
 /// warren in the root CPU cgroup, as a v1 host starts it), they compete with it thread by
-/// thread, and a group's weight is divided among the CPUs its tasks run on. A front thread that
-/// wakes (a new request, a response) preempts the running worker when the scheduler finds the
-/// front owed CPU: when its share on that CPU, `1 / (1 + parent tasks per CPU)`, is above what
-/// it uses. A Flask front uses about 30% of the CPU that it and the worker spend together, so
-/// the parent must weigh more than two tasks per CPU (share 33%) for a worker to run until it
-/// blocks. Measured on Flask at 32 connections with the front and both workers on one CPU
-/// (weight per CPU → involuntary switches of the workers per request, throughput against
-/// unconfined workers): one task → 1.52, 0.76; two → 0.65, 0.89; four → 0.04, 1.07; sixteen
-/// → 0.00, 1.08. Four tasks per CPU leave the front a fifth of each CPU that busy apps fill,
-/// enough to keep them fed; when they are not busy the weight changes nothing. With a front at
-/// `SCHED_OTHER` this has a price at one connection: a worker preempted as it sends its
-/// response runs again before the client does, finds no request yet and sleeps once more
-/// (Flask, side by side: 0.92 of unconfined at four tasks per CPU, 1.00 at two). The front's
-/// default `SCHED_BATCH` (`server.scheduling`) takes that preemption away: 1.01 at one
-/// connection and 0.99 at 32 with both. Between apps
-/// nothing changes either: each app group keeps the default weight, and its CPU quota still
-/// caps it. Where the front runs in a cgroup of its own (a delegated subtree's `supervisor`,
-/// a systemd unit) the two compete group to group, and the default weight is left.
-/// `cpu.weight` tops out at 10,000: above 25 CPUs the group weighs less than four tasks per
-/// CPU.
+/// thread, and a group's weight is divided among the CPUs its tasks run on. Whenever the
+/// front's share of a CPU, `1 / (1 + parent tasks per CPU)`, is above what it uses, the
+/// scheduler finds it owed CPU and gives it that CPU in short turns that cut into the worker's
+/// requests. A Flask front uses about 30% of what it and the worker spend together, so the
+/// parent must weigh more than two tasks per CPU (share 33%). Measured on Flask at 32
+/// connections, the front and both workers on one CPU (tasks per CPU → the workers'
+/// involuntary switches per request, throughput against unconfined workers): one → 1.52, 0.76;
+/// two → 0.65, 0.89; four → 0.04, 1.07; sixteen → 0.00, 1.08. Four leave the front a fifth of
+/// each CPU that busy apps fill, enough to keep them fed; when they are not busy the weight
+/// changes nothing. At one connection the weight alone costs (a worker preempted as it sends
+/// its response runs again before the client and sleeps once more for nothing); the front's
+/// `SCHED_BATCH` (`server.scheduling`) takes that preemption away (see the README).
+///
+/// Between apps nothing changes: each app group keeps the default weight, and its CPU quota
+/// still caps it. Where the front runs in a cgroup of its own (a delegated subtree's
+/// `supervisor`, a systemd unit) the two compete group to group, and the default weight is
+/// left. `cpu.weight` tops out at 10,000: above 25 CPUs the group weighs less than four tasks
+/// per CPU.
 pub fn parent_weight(cpus: u64, v2: bool) -> (u64, &'static str) {
     let (task, max, file) = if v2 {
         (100, 10_000, "cpu.weight")

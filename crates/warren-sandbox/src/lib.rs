@@ -193,12 +193,10 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
     })
 }
 
-/// The pid, as this process sees it, of `parent`'s child whose pid is `ns_pid` inside its own
-/// pid namespace (the zygote reports its workers' pids as it sees them). `None` if there is no
-/// such child (it already exited).
 /// Gives the calling thread `SCHED_BATCH` (`batch`) or `SCHED_OTHER`; threads it creates
 /// afterwards inherit the policy. `warren serve` calls it for the front (`server.scheduling`)
-/// before its runtime starts any thread. No privilege is needed to move between the two.
+/// before its runtime starts any thread, and a zygote for itself (`limits.scheduling`). No
+/// privilege is needed to move between the two.
 pub fn set_own_scheduling(batch: bool) -> std::io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     let policy = if batch {
@@ -213,6 +211,9 @@ pub fn set_own_scheduling(batch: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The pid, as this process sees it, of `parent`'s child whose pid is `ns_pid` inside its own
+/// pid namespace (the zygote reports its workers' pids as it sees them). `None` if there is no
+/// such child (it already exited).
 pub fn host_pid_of_child(parent: i32, ns_pid: i32) -> Option<i32> {
     children(parent).into_iter().find(|&child| {
         std::fs::read_to_string(format!("/proc/{child}/status")).is_ok_and(|s| {

@@ -352,19 +352,13 @@ fn sched_policy(pid: u32) -> u32 {
         .unwrap_or_else(|| panic!("no policy field in /proc/{pid}/stat"))
 }
 
-/// The scheduling policy of every thread of `pid` (field 41 of `/proc/PID/task/TID/stat`).
+/// The scheduling policy of every thread of `pid` (`/proc/TID/stat` answers for a thread too).
 fn thread_policies(pid: u32) -> Vec<u32> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("warren's threads");
-    tasks
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("warren's threads")
         .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
-        .map(|stat| {
-            let rest = &stat[stat.rfind(')').expect("a stat line") + 1..];
-            rest.split_whitespace()
-                .nth(41 - 3)
-                .and_then(|f| f.parse().ok())
-                .expect("a policy field")
-        })
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .map(sched_policy)
         .collect()
 }
 
@@ -439,6 +433,8 @@ scheduling = "normal"
 /// runs unconfined.
 #[test]
 fn the_front_runs_sched_other_when_the_server_asks_for_normal() {
+    // Started by a batch thread, warren inherits SCHED_BATCH: only its own setting can undo it.
+    warren_sandbox::set_own_scheduling(true).unwrap();
     let hello = repo_root().join("examples/apps/hello");
     let hello = hello.display();
     let w = Warren::start(&format!(
