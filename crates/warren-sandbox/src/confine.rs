@@ -24,7 +24,9 @@
 //! 6. Host name = the app's name; loopback up (the network namespace has nothing else).
 //! 7. Identity (as root): supplementary groups dropped, uid/gid set to the app's unprivileged
 //!    id, then a user namespace in which that id is root. Done after the mounts because root's
-//!    home (where pyenv puts Python) is not searchable by the unprivileged id.
+//!    home (where pyenv puts Python) is not searchable by the unprivileged id. The change of
+//!    uid clears the parent-death signal, which is then set again (and the zygote gives up if
+//!    warren already closed the control socket).
 //! 8. Every capability dropped (bounding set too), `no_new_privs`.
 //! 9. rlimits: open files, file size, no core dumps.
 //! 10. Every descriptor above the control socket closed.
@@ -488,7 +490,15 @@ impl Kernel for RealKernel {
             Step::Hostname(name) => nix::unistd::sethostname(name).map_err(errno("sethostname")),
             Step::LoopbackUp => loopback_up(),
             Step::Chdir(dir) => nix::unistd::chdir(dir.as_path()).map_err(errno("chdir")),
-            Step::Identity { uid } => become_unprivileged(*uid),
+            Step::Identity { uid } => {
+                become_unprivileged(*uid)?;
+                // A change of uid clears the parent-death signal: armed again, or a zygote
+                // that is busy when warren dies (and so does not see its control socket close)
+                // would outlive it, and its workers with it.
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(errno("pdeathsig"))?;
+                warren_is_alive(self.keep_fd)
+            }
             Step::DropCapabilities => drop_capabilities(),
             Step::NoNewPrivs => nix::sys::prctl::set_no_new_privs().map_err(errno("prctl")),
             Step::Rlimits { nofile, fsize } => {
@@ -564,6 +574,20 @@ fn loopback_up() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Fails when warren closed its end of the control socket `fd`: it died before the
+/// parent-death signal was armed again, and nothing would end this process.
+fn warren_is_alive(fd: RawFd) -> Result<(), String> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    // SAFETY: the control socket stays open for the life of the process.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let mut fds = [PollFd::new(fd, PollFlags::empty())];
+    poll(&mut fds, PollTimeout::ZERO).map_err(errno("poll"))?;
+    match fds[0].revents() {
+        Some(r) if r.contains(PollFlags::POLLHUP) => Err("warren is gone".to_owned()),
+        _ => Ok(()),
+    }
 }
 
 fn become_unprivileged(uid: u32) -> Result<(), String> {

@@ -159,14 +159,14 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
             // front's thread that forked may run the other policy (`server.scheduling`).
             // Moving between the two needs no privilege, so this works without root too.
             set_own_scheduling(batch)?;
-            if confined {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The zygote dies with warren (its own children are bound to it the same way).
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            if confined && libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The zygote dies with warren, confined or not, even when it is too busy (or
+            // stopped) to see its control socket close; its workers are bound to it the same
+            // way. (The thread that spawns it, a runtime thread, lives as long as warren.)
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                return Err(std::io::Error::last_os_error());
             }
             if raw == CONTROL_FD {
                 let flags = libc::fcntl(raw, libc::F_GETFD);

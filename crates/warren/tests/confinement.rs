@@ -470,6 +470,78 @@ enabled = false
 }
 
 #[test]
+fn an_unconfined_app_dies_with_a_killed_warren_too() {
+    // No root needed: without the sandbox there is no cgroup and no namespace, and the zygote
+    // and its workers must still not outlive warren.
+    let mut crashed = Warren::start(&hello_config("[apps.hello.sandbox]\nenabled = false"));
+    crashed.wait_workers("hello", 2);
+    crashed.get("hello.localhost", "/").assert_ok();
+    let family = support::descendants(crashed.pid());
+    assert!(family.len() >= 3, "a zygote and two workers: {family:?}");
+    let survivors = crashed.crash(support::slow(Duration::from_secs(10)));
+    assert!(
+        survivors.is_empty(),
+        "outlived a SIGKILLed warren: {survivors:?} (of {family:?})"
+    );
+}
+
+/// Starts warren with an app that takes a minute to import, kills warren while its zygote is
+/// importing (past its confinement when `confined`: under seccomp), and returns the app's
+/// processes that outlived it. Busy in the import, the zygote sees nothing of warren's death
+/// but its parent-death signal.
+fn survivors_of_a_crash_during_import(confined: bool) -> Vec<(u32, String)> {
+    let app = tempdir();
+    std::fs::write(
+        app.path().join("app.py"),
+        "import time\ntime.sleep(60)\n\ndef application(environ, start_response):\n    pass\n",
+    )
+    .unwrap();
+    let mut w = Warren::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[apps.stuck]
+path = "{}"
+entry = "app:application"
+workers = 1
+
+[apps.stuck.sandbox]
+enabled = {confined}
+"#,
+        app.path().display()
+    ));
+    let importing = || {
+        support::descendants(w.pid()).into_iter().any(|(pid, _)| {
+            !confined
+                || std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .is_ok_and(|s| s.lines().any(|l| l == "Seccomp:\t2"))
+        })
+    };
+    assert!(
+        wait_until(support::slow(Duration::from_secs(10)), importing),
+        "no zygote got to the import; log:\n{}",
+        w.logs()
+    );
+    w.crash(support::slow(Duration::from_secs(10)))
+}
+
+#[test]
+fn a_confined_zygote_busy_importing_dies_with_a_killed_warren() {
+    if !needs_root() {
+        return;
+    }
+    let left = survivors_of_a_crash_during_import(true);
+    assert!(left.is_empty(), "outlived a SIGKILLed warren: {left:?}");
+}
+
+#[test]
+fn an_unconfined_zygote_busy_importing_dies_with_a_killed_warren() {
+    let left = survivors_of_a_crash_during_import(false);
+    assert!(left.is_empty(), "outlived a SIGKILLed warren: {left:?}");
+}
+
+#[test]
 fn groups_left_by_a_killed_warren_are_removed_by_the_next_one() {
     if !needs_root() {
         return;
@@ -477,9 +549,15 @@ fn groups_left_by_a_killed_warren_are_removed_by_the_next_one() {
     let mut crashed = Warren::start(&hello_config(""));
     crashed.wait_workers("hello", 2);
     let left = instance_dirs(crashed.pid());
-    crashed.kill();
-    // SIGKILL gives warren no chance to clean up: its groups stay (the app's processes die
-    // with it, by their parent-death signal).
+    let family = support::descendants(crashed.pid());
+    assert!(family.len() >= 3, "a zygote and two workers: {family:?}");
+    // SIGKILL to warren alone: the app's processes die with it, by their parent-death signals.
+    let survivors = crashed.crash(support::slow(Duration::from_secs(10)));
+    assert!(
+        survivors.is_empty(),
+        "outlived a SIGKILLed warren: {survivors:?} (of {family:?})"
+    );
+    // SIGKILL gives warren no chance to clean up: its groups stay.
     for d in &left {
         assert!(
             d.is_dir(),

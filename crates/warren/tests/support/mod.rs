@@ -434,6 +434,24 @@ impl Warren {
         child.wait().ok()
     }
 
+    /// SIGKILLs warren alone, as a crash would, and reaps it, while this process holds a copy
+    /// of each of warren's descriptors (`pidfd_getfd`): its zygotes and workers then see no
+    /// socket or pipe close, and only their parent-death signals can end them. Returns those
+    /// still alive after `timeout`, having killed them so that nothing outlives the test.
+    pub fn crash(&mut self, timeout: Duration) -> Vec<(u32, String)> {
+        let family = descendants(self.pid);
+        let held = hold_descriptors(self.pid);
+        assert!(!held.is_empty(), "no descriptor of warren could be held");
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let left = wait_gone(&family, timeout);
+        kill_all(&left);
+        drop(held);
+        left
+    }
+
     fn finish_logs(&mut self) -> String {
         if let Some(t) = self.log_thread.take() {
             // The pipe closes once warren and every process that inherited it are gone.
@@ -606,6 +624,37 @@ fn wait_gone(family: &[(u32, String)], timeout: Duration) -> Vec<(u32, String)> 
 fn kill_all(procs: &[(u32, String)]) {
     for (pid, _) in procs {
         signal(*pid, "KILL");
+    }
+}
+
+/// Copies of every descriptor of process `pid` (sockets and pipes included), through
+/// `pidfd_getfd`, which needs the right to ptrace it (a child of this process, or root).
+fn hold_descriptors(pid: u32) -> Vec<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain system calls; each descriptor they return is owned by the result.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        if pidfd < 0 {
+            return Vec::new();
+        }
+        let pidfd = std::os::fd::OwnedFd::from_raw_fd(pidfd as i32);
+        let fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        fds.into_iter()
+            .filter_map(|fd| {
+                let raw = libc::syscall(
+                    libc::SYS_pidfd_getfd,
+                    std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+                    fd,
+                    0,
+                );
+                (raw >= 0).then(|| std::os::fd::OwnedFd::from_raw_fd(raw as i32))
+            })
+            .collect()
     }
 }
 
