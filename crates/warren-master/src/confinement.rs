@@ -198,10 +198,16 @@ impl AppSandbox {
         now.saturating_sub(self.oom_seen.swap(now, Relaxed))
     }
 
-    /// Removes the app's cgroup, killing what is left in it.
+    /// Removes the app's cgroup, killing what is left in it. Called once nothing else holds
+    /// the group (its usage report has ended).
     pub fn finish(self) {
-        if let Some(cg) = self.cgroup.and_then(|c| Arc::try_unwrap(c).ok()) {
-            cg.destroy();
+        let Some(cg) = self.cgroup else { return };
+        match Arc::try_unwrap(cg) {
+            Ok(cg) => cg.destroy(),
+            Err(cg) => tracing::error!(
+                cgroup = %cg.path(),
+                "the app's cgroup is still in use: left until warren exits"
+            ),
         }
     }
 }

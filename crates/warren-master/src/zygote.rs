@@ -78,10 +78,16 @@ pub(crate) async fn supervise(
             return;
         }
     };
-    if let Some(cg) = &sandbox.cgroup {
-        tokio::spawn(report_usage(app.clone(), cg.clone(), shutdown.clone()));
-    }
+    let report = sandbox
+        .cgroup
+        .as_ref()
+        .map(|cg| tokio::spawn(report_usage(app.clone(), cg.clone(), shutdown.clone())));
     supervise_zygotes(&app, &worker_bin, &sandbox, &mut shutdown).await;
+    // The report holds the cgroup: gone before the group can be removed.
+    if let Some(report) = report {
+        report.abort();
+        let _ = report.await;
+    }
     // Blocking file-system work (and, on v1, a short wait for the last processes to go).
     let _ = tokio::task::spawn_blocking(move || sandbox.finish()).await;
 }

@@ -485,6 +485,60 @@ fn an_unconfined_app_dies_with_a_killed_warren_too() {
     );
 }
 
+#[test]
+fn groups_of_removed_apps_and_replaced_generations_go_while_warren_runs_on() {
+    if !needs_root() {
+        return;
+    }
+    let hello = repo_root().join("examples/apps/hello");
+    let w = Warren::start(&hello_config(&format!(
+        "\n[apps.gone]\npath = \"{}\"\nentry = \"app:application\"\nworkers = 1\n",
+        hello.display()
+    )));
+    w.wait_workers("hello", 2);
+    w.wait_workers("gone", 1);
+    // The app groups in each controller's instance group, by name.
+    let groups = || -> Vec<Vec<String>> {
+        instance_dirs(w.pid())
+            .iter()
+            .map(|d| {
+                let mut names: Vec<String> = std::fs::read_dir(d)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect();
+                names.sort();
+                names
+            })
+            .collect()
+    };
+    for names in groups() {
+        assert_eq!(names, ["gone", "hello"]);
+    }
+    // `gone` is removed; SIGHUP redeploys `hello` as a new generation (`hello@N`).
+    std::fs::write(&w.config_path, hello_config("")).unwrap();
+    w.hangup();
+    assert!(
+        w.wait_for_log_line(support::slow(Duration::from_secs(30)), &["reload done"]),
+        "{}",
+        w.logs()
+    );
+    let only_the_new_generation =
+        |names: &Vec<String>| names.len() == 1 && names[0].starts_with("hello@");
+    assert!(
+        wait_until(support::slow(Duration::from_secs(15)), || groups()
+            .iter()
+            .all(only_the_new_generation)),
+        "groups left after the reload: {:?}; log:\n{}",
+        groups(),
+        w.logs()
+    );
+    w.get("hello.localhost", "/").assert_ok();
+    w.stop();
+}
+
 /// Starts warren with an app that takes a minute to import, kills warren while its zygote is
 /// importing (past its confinement when `confined`: under seccomp), and returns the app's
 /// processes that outlived it. Busy in the import, the zygote sees nothing of warren's death
