@@ -31,12 +31,22 @@ pub struct Confinement {
 impl Confinement {
     /// Probes every mechanism. Call while the process is single-threaded.
     pub fn probe() -> Confinement {
-        let findings = probe::probe_all();
-        let cgroups = findings
-            .iter()
-            .any(|f| f.mechanism == Mechanism::Cgroups && f.status != Status::NotAvailable)
-            .then(Cgroups::new)
-            .and_then(Result::ok);
+        let mut findings = probe::probe_all();
+        let mut cgroups = None;
+        if let Some(f) = findings
+            .iter_mut()
+            .find(|f| f.mechanism == Mechanism::Cgroups && f.status != Status::NotAvailable)
+        {
+            // The probe looked; making warren's own groups can still fail. Then cgroups are
+            // not available, for the log and for every app that requires them.
+            match Cgroups::new() {
+                Ok(cg) => cgroups = Some(cg),
+                Err(e) => {
+                    f.status = Status::NotAvailable;
+                    f.detail = format!("making warren's groups: {e}");
+                }
+            }
+        }
         if let Some(cg) = &cgroups {
             cg.weigh_parent();
         }

@@ -110,7 +110,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             if !nix_is_root() {
                 println!(
-                    "(not root: user namespaces, Landlock, seccomp and rlimits work; cgroups need root)"
+                    "(not root: user namespaces, Landlock, seccomp and rlimits work; cgroups only in a \
+                     delegated cgroup v2 subtree)"
                 );
             }
             Ok(())

@@ -1128,6 +1128,19 @@ fn worker_has_seccomp_no_new_privs_and_no_capabilities() {
         let caps = u64::from_str_radix(r.get(key), 16).unwrap_or(u64::MAX);
         assert_eq!(caps, 0, "{key} is not empty:\n{}", r.body);
     }
+    // rlimits, soft and hard alike: no core dumps, the app's open files, and a file size of
+    // `limits.fsize_mb`, by default the larger of tmp_mb and 64 MiB.
+    let fsize = (TMP_MB.max(64) * MIB) as i64;
+    for (key, want) in [("core", 0), ("nofile", NOFILE), ("fsize", fsize)] {
+        for side in ["soft", "hard"] {
+            assert_eq!(
+                r.int(&format!("{key}_{side}")),
+                want,
+                "{key} {side}:\n{}",
+                r.body
+            );
+        }
+    }
     s.finish();
 }
 

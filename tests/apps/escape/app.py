@@ -997,6 +997,12 @@ def attack_self_check(q):
     extra = dict(seccomp=fields.get("Seccomp", ""), no_new_privs=fields.get("NoNewPrivs", ""),
                  cap_eff=fields.get("CapEff", ""), cap_prm=fields.get("CapPrm", ""),
                  cap_bnd=fields.get("CapBnd", ""), uid=fields.get("Uid", ""))
+    # The rlimits, soft and hard (-1: unlimited).
+    import resource
+    for name in ("CORE", "FSIZE", "NOFILE"):
+        soft, hard = resource.getrlimit(getattr(resource, "RLIMIT_" + name))
+        extra[name.lower() + "_soft"] = soft
+        extra[name.lower() + "_hard"] = hard
     return contained(detail, **extra) if ok else escaped(detail, **extra)
 
 
