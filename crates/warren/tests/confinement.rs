@@ -119,6 +119,16 @@ fn doctor_without_root_keeps_what_works_unprivileged() {
     }
     let (rows, text) = doctor(Some(NOBODY));
     assert_eq!(rows.len(), 5, "{text}");
+    // Landlock needs no privilege: whatever the kernel gives root, it gives nobody.
+    let (root_rows, root_text) = doctor(None);
+    let landlock = |rows: &[(String, String, String)]| {
+        rows.iter().find(|r| r.0 == "landlock").map(|r| r.1.clone())
+    };
+    assert_eq!(
+        landlock(&rows),
+        landlock(&root_rows),
+        "Landlock as nobody:\n{text}\nas root:\n{root_text}"
+    );
     for (name, status, detail) in &rows {
         match name.as_str() {
             // No root and no delegated v2 subtree: out of reach, and doctor says why.
@@ -132,7 +142,10 @@ fn doctor_without_root_keeps_what_works_unprivileged() {
                 assert!(detail.contains(reason), "the reason is named: {text}");
             }
             "landlock" => {}
-            _ => assert_eq!(status, "enforced", "{name} without root:\n{text}"),
+            _ => {
+                assert_eq!(status, "enforced", "{name} without root:\n{text}");
+                assert!(!detail.is_empty(), "{name} has no detail:\n{text}");
+            }
         }
     }
 }
@@ -737,6 +750,8 @@ const UNPRIVILEGED_ATTACKS: &[&str] = &[
     "/kill_all",
     "/sethostname",
     "/fds",
+    // Landlock's alone (the sandbox's own loopback would take the connection).
+    "/tcp_in_sandbox",
 ];
 
 fn escape_config(cgroups_optional: bool) -> String {
