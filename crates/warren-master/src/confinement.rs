@@ -116,23 +116,25 @@ impl AppSandbox {
             .filter_map(|m| Mechanism::parse(m))
             .collect();
         let unavailable = conf.unavailable();
-        let missing: Vec<String> = unavailable
-            .iter()
-            .filter(|m| !optional.contains(m))
-            .map(|m| {
-                let why = conf
-                    .findings
-                    .iter()
-                    .find(|f| f.mechanism == *m)
-                    .map(|f| f.detail.as_str())
-                    .unwrap_or("");
-                format!("{m} ({why})")
-            })
-            .collect();
+        let missing = missing(&conf.findings, &optional);
+        let partial = |m: Mechanism| {
+            conf.findings
+                .iter()
+                .any(|f| f.mechanism == m && f.status == Status::Partial)
+        };
+        for m in Mechanism::ALL {
+            if partial(m) && optional.contains(&m) {
+                tracing::warn!(
+                    app = app.name(),
+                    mechanism = m.name(),
+                    "partial on this machine; the app runs with what there is (sandbox.optional)"
+                );
+            }
+        }
         if !missing.is_empty() {
             return Err(format!(
-                "its sandbox requires {}, not available on this machine; list what it may run \
-                 without in sandbox.optional, or run `warren doctor`",
+                "its sandbox requires {}, which this machine does not fully provide; list what \
+                 it may run without (or with in part) in sandbox.optional, or run `warren doctor`",
                 missing.join(", ")
             ));
         }
@@ -143,6 +145,8 @@ impl AppSandbox {
                     memory_bytes: cfg.limits.memory_bytes,
                     cpu_percent: cfg.limits.cpu_percent,
                     pids: cfg.limits.pids,
+                    // Partial cgroups are cgroups without swap accounting (see `probe`).
+                    swap: !partial(Mechanism::Cgroups),
                 };
                 let group = cgroups
                     .create_app(&app.group_name(), limits)
@@ -222,6 +226,17 @@ impl AppSandbox {
     }
 }
 
+/// What an app that may run without `optional` lacks on this machine, each with the probe's
+/// reason: every mechanism not fully enforced (not available, or partial, as Landlock on a
+/// kernel with an older ABI) that the app does not list.
+fn missing(findings: &[Finding], optional: &[Mechanism]) -> Vec<String> {
+    findings
+        .iter()
+        .filter(|f| f.status != Status::Enforced && !optional.contains(&f.mechanism))
+        .map(|f| format!("{} ({}: {})", f.mechanism, f.status.label(), f.detail))
+        .collect()
+}
+
 /// Reads `cgroup`'s usage every few seconds and logs throttling, OOM kills and memory use
 /// above 90% of the limit against the app, until shutdown.
 pub(crate) async fn report_usage(
@@ -265,5 +280,42 @@ pub(crate) async fn report_usage(
             );
         }
         last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(mechanism: Mechanism, status: Status) -> Finding {
+        Finding {
+            mechanism,
+            status,
+            detail: format!("why {mechanism}"),
+        }
+    }
+
+    #[test]
+    fn an_app_lacks_what_is_not_fully_enforced_unless_optional() {
+        let findings = [
+            finding(Mechanism::Cgroups, Status::NotAvailable),
+            finding(Mechanism::Namespaces, Status::Enforced),
+            finding(Mechanism::Landlock, Status::Partial),
+            finding(Mechanism::Seccomp, Status::Enforced),
+        ];
+        assert_eq!(
+            missing(&findings, &[]),
+            [
+                "cgroups (not available: why cgroups)",
+                "landlock (partial: why landlock)"
+            ]
+        );
+        assert_eq!(
+            missing(&findings, &[Mechanism::Landlock]),
+            ["cgroups (not available: why cgroups)"]
+        );
+        assert!(missing(&findings, &[Mechanism::Landlock, Mechanism::Cgroups]).is_empty());
+        let enforced = [finding(Mechanism::Seccomp, Status::Enforced)];
+        assert!(missing(&enforced, &[]).is_empty());
     }
 }

@@ -77,6 +77,9 @@ pub struct Limits {
     /// Percent of one CPU (100 = one core, 200 = two).
     pub cpu_percent: u32,
     pub pids: u32,
+    /// Swap capped too (at nothing beyond the memory limit). False only where the kernel does
+    /// not account swap (cgroups "partial") and the app accepts that (`sandbox.optional`).
+    pub swap: bool,
 }
 
 /// What the master reads back from an app's group.
@@ -564,9 +567,11 @@ impl AppCgroup {
         mem.set_limit(bytes)
             .map_err(self.write_err("memory limit"))?;
         // Swap included: memsw on v1 (limit + swap), memory.swap.max on v2 (swap alone) = 0.
-        let swap = if self.cg.v2() { 0 } else { bytes };
-        mem.set_memswap_limit(swap)
-            .map_err(self.write_err("memory+swap limit"))?;
+        if l.swap {
+            let swap = if self.cg.v2() { 0 } else { bytes };
+            mem.set_memswap_limit(swap)
+                .map_err(self.write_err("memory+swap limit"))?;
+        }
 
         let pids: &PidController = self
             .cg

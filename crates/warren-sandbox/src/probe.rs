@@ -84,6 +84,7 @@ fn cgroups() -> (Status, String) {
         memory_bytes: 64 << 20,
         cpu_percent: 50,
         pids: 16,
+        swap: true,
     };
     let result = cg.create_app(&name, limits);
     let version = cg.version();
