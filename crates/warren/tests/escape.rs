@@ -691,7 +691,8 @@ fn fork_is_refused_in_the_zygote_at_import_time() {
 fn subprocess_run_is_refused() {
     let Some(s) = Scene::start() else { return };
     let r = s.attack("/subprocess_run");
-    assert_contained(&r, &[EPERM, ENOENT]);
+    // EPERM from the filter at the fork (ENOENT would be a child that was made, failing exec).
+    assert_contained(&r, &[EPERM]);
     s.finish();
 }
 
@@ -780,12 +781,9 @@ fn unshare_is_refused() {
 fn setns_is_refused() {
     let Some(s) = Scene::start() else { return };
     let r = s.attack("/setns");
-    if r.get("stage") == "open" {
-        // No /proc/self/ns/net to open: nothing to setns into.
-        assert_contained(&r, &[ENOENT, EACCES, EPERM]);
-    } else {
-        assert_contained(&r, &[EPERM]);
-    }
+    // The sandbox's own /proc opens; the call itself is what is refused.
+    assert_eq!(r.get("stage"), "setns", "setns was never called:\n{}", r.body);
+    assert_contained(&r, &[EPERM]);
     s.finish();
 }
 
