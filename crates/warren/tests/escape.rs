@@ -984,6 +984,15 @@ fn cpu_spin_is_throttled_and_the_neighbour_keeps_answering() {
         dir.display(),
         r.get("detail")
     );
+    // The master reads the throttling back from the group and logs it against the app.
+    assert!(
+        s.w.wait_for_log_line(
+            support::slow(Duration::from_secs(15)),
+            &["cpu quota reached", "app=\"evil\"", "nr_throttled="]
+        ),
+        "no log line says the evil app was throttled; log:\n{}",
+        s.w.logs()
+    );
     s.finish();
 }
 
