@@ -512,40 +512,40 @@ impl Scene {
 // ---------------------------------------------------------------------------------------------
 // Finding the app's processes and cgroup from the host
 
-/// The `cpu_path=` (or, failing that, `path=`) value of a log line, unquoted.
-fn cgroup_path_in(line: &str) -> Option<PathBuf> {
+/// The `<controller>_path=` (or, failing that, `path=`) value of a log line, unquoted.
+fn cgroup_path_in(line: &str, controller: &str) -> Option<PathBuf> {
     let value = |prefix: &str| {
         line.split_whitespace()
             .find_map(|t| t.strip_prefix(prefix))
             .map(|v| v.trim_matches('"').to_owned())
     };
-    let v = value("cpu_path=").or_else(|| value("path="))?;
+    let v = value(&format!("{controller}_path=")).or_else(|| value("path="))?;
     v.starts_with('/').then(|| PathBuf::from(v))
 }
 
-/// The directory of `app`'s cgroup for the cpu controller, from the line warren logs when it
-/// sets the cgroup up (`app="NAME" ... cgroup ... cpu_path=/sys/fs/cgroup/...`).
-fn cpu_cgroup_dir(w: &Warren, app: &str) -> PathBuf {
+/// The directory of `app`'s group in `controller`'s hierarchy, from warren's log, checked to
+/// hold `file`.
+fn cgroup_dir(w: &Warren, app: &str, controller: &str, file: &str) -> PathBuf {
     let tag = format!("app=\"{app}\"");
     let find = |w: &Warren| {
         w.log_lines(&[&tag, "cgroup"])
             .iter()
-            .find_map(|l| cgroup_path_in(l))
+            .find_map(|l| cgroup_path_in(l, controller))
     };
     let found = w.wait_for_log_matching(Duration::from_secs(10), |logs| {
         logs.lines()
             .filter(|l| l.contains(&tag) && l.contains("cgroup"))
-            .any(|l| cgroup_path_in(l).is_some())
+            .any(|l| cgroup_path_in(l, controller).is_some())
     });
     assert!(
         found,
-        "no log line with {tag}, `cgroup` and `cpu_path=/...`; log:\n{}",
+        "no log line with {tag}, `cgroup` and `{controller}_path=/...`; log:\n{}",
         w.logs()
     );
     let dir = find(w).expect("the cgroup line");
     assert!(
-        dir.join("cpu.stat").is_file(),
-        "{} has no cpu.stat; log:\n{}",
+        dir.join(file).is_file(),
+        "{} has no {file}; log:\n{}",
         dir.display(),
         w.logs()
     );
@@ -782,7 +782,12 @@ fn setns_is_refused() {
     let Some(s) = Scene::start() else { return };
     let r = s.attack("/setns");
     // The sandbox's own /proc opens; the call itself is what is refused.
-    assert_eq!(r.get("stage"), "setns", "setns was never called:\n{}", r.body);
+    assert_eq!(
+        r.get("stage"),
+        "setns",
+        "setns was never called:\n{}",
+        r.body
+    );
     assert_contained(&r, &[EPERM]);
     s.finish();
 }
@@ -970,9 +975,36 @@ fn memory_hog_is_killed_by_the_oom_killer() {
 }
 
 #[test]
+fn memory_near_the_limit_is_logged_against_the_app() {
+    let Some(s) = Scene::start() else { return };
+    // What the app's processes already use, from its group on the host.
+    let memory = cgroup_dir(&s.w, "evil", "memory", "memory.stat");
+    let used = ["memory.current", "memory.usage_in_bytes"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(memory.join(f)).ok())
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .expect("the group's memory use");
+    // To 95% of the 64 MiB limit, for long enough to be read (every 5 s) twice.
+    let hold = (64 * MIB * 95 / 100).saturating_sub(used) / MIB;
+    let seconds = support::slow(Duration::from_secs(11)).as_secs();
+    let r = s.attack(&format!("/memory_hold?mib={hold}&seconds={seconds}"));
+    assert_contained(&r, &[]);
+    assert!(
+        s.w.wait_for_log_line(
+            Duration::from_secs(1),
+            &["memory use is above 90%", "app=\"evil\"", "limit_mb=64"]
+        ),
+        "no log line says the evil app neared its memory limit ({used} bytes used, {hold} MiB \
+         held); log:\n{}",
+        s.w.logs()
+    );
+    s.finish();
+}
+
+#[test]
 fn cpu_spin_is_throttled_and_the_neighbour_keeps_answering() {
     let Some(s) = Scene::start() else { return };
-    let dir = cpu_cgroup_dir(&s.w, "evil");
+    let dir = cgroup_dir(&s.w, "evil", "cpu", "cpu.stat");
     let before = nr_throttled(&dir);
     let r = s.attack("/cpu_spin?seconds=2");
     assert_contained(&r, &[]);

@@ -36,7 +36,7 @@ Routes (the errno expected under the sandbox in brackets):
               /bpf [1]  /perf_event_open [1]  /keyctl [1]  /userfaultfd [1]
   files       /load_so_from_tmp [OSError]  /read_shadow [2|13]  /read_other_app?path=P [2|13]
               /read_proc1_root  /write_code [30|13]  /write_site_packages [30|13]
-  resources   /memory_hog [OOM: 502]  /cpu_spin?seconds=S  /fill_tmp [28|27]  /many_fds [24]
+  resources   /memory_hog [OOM: 502]  /memory_hold?mib=N&seconds=S  /cpu_spin?seconds=S  /fill_tmp [28|27]  /many_fds [24]
   network     /connect_host?port=N [111|101|13|1]  /abstract_unix?name=N [111|13|1]
               /tcp_in_sandbox [13: Landlock alone]
               /raw_socket [1]  /netlink_socket [1]
@@ -761,6 +761,17 @@ def attack_memory_hog(q):
     n = len(chunks)
     chunks.clear()
     return escaped(f"allocated and touched {n} MiB", mib=n)
+
+
+def attack_memory_hold(q):
+    """Holds ?mib=N MiB, every page written, for ?seconds=S (at most 60); always contained."""
+    mib = min(int(q.get("mib", "1")), 1024)
+    seconds = min(float(q.get("seconds", "1")), 60.0)
+    held = bytearray(b"\xa5") * (mib * MiB)
+    time.sleep(seconds)
+    n = len(held) // MiB
+    del held
+    return contained(f"held {n} MiB for {seconds:.1f} s", mib=n)
 
 
 def attack_cpu_spin(q):
