@@ -18,8 +18,8 @@
 //!    capability over them).
 //! 5. File system: mounts made private; the bind sources opened (`O_PATH`) before anything is
 //!    mounted over them; a tmpfs as the new root; read-only binds of `/usr`, the Python prefix,
-//!    the app and its venv at their own paths; a few device nodes; a size-limited `noexec`
-//!    `/tmp`; a fresh `/proc` of the new pid namespace; a minimal `/etc`; `pivot_root` and the
+//!    the app and its venv at their own paths; the writable directories, `noexec`; a few device
+//!    nodes; a size-limited `noexec` `/tmp`; a fresh `/proc` of the new pid namespace; a minimal `/etc`; `pivot_root` and the
 //!    old root detached; the new root remounted read-only.
 //! 6. Host name = the app's name; loopback up (the network namespace has nothing else).
 //! 7. Identity (as root): supplementary groups dropped, uid/gid set to the app's unprivileged
@@ -380,7 +380,10 @@ impl RealKernel {
         )
         .map_err(errno("bind"))?;
         let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID;
-        if !writable {
+        if writable {
+            // As /tmp: what the app writes is never mapped executable (no library loads).
+            flags |= MsFlags::MS_NOEXEC;
+        } else {
             flags |= MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
         }
         mount(None::<&str>, &target, None::<&str>, flags, None::<&str>)

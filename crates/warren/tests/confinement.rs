@@ -793,6 +793,41 @@ workers = 1
     )
 }
 
+#[test]
+fn a_library_written_to_a_writable_directory_does_not_load() {
+    if !needs_root() {
+        return;
+    }
+    let dir = tempdir();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let config = escape_config(false).replacen(
+        "python_guards = false\n",
+        &format!(
+            "python_guards = false\nwritable = [\"{}\"]\n",
+            dir.path().display()
+        ),
+        1,
+    );
+    let w = Warren::start(&config);
+    w.wait_workers("evil", 1);
+    let r = w.get(
+        "evil.localhost",
+        &format!("/load_so_from_tmp?dir={}", dir.path().display()),
+    );
+    let report = r.text();
+    assert_eq!(r.status, 200, "{report}");
+    // Written there (the directory is writable), then refused by the mount's noexec.
+    assert!(
+        report.lines().any(|l| l == "outcome=contained")
+            && report.lines().any(|l| l == "stage=dlopen"),
+        "{report}"
+    );
+    w.stop();
+}
+
 /// Runs every attack of [`UNPRIVILEGED_ATTACKS`] on `evil`, with `good` asked after each.
 fn assert_attacks_contained(w: &Warren) {
     for path in UNPRIVILEGED_ATTACKS {

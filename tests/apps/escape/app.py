@@ -638,10 +638,11 @@ def extension_module_file():
 
 
 def attack_load_so_from_tmp(q):
-    """Copies an extension module to /tmp/evil.so and dlopens it (tmp must be noexec)."""
+    """Copies an extension module to /tmp/evil.so (?dir=D: D/evil.so) and dlopens it (tmp and
+    writable directories must be noexec)."""
     need_ctypes()
     src = extension_module_file()
-    dst = "/tmp/evil.so"
+    dst = os.path.join(q.get("dir", "/tmp"), "evil.so")
     try:
         with open(src, "rb") as f:
             data = f.read()
