@@ -146,10 +146,36 @@ fn namespaces_child() -> i32 {
         | CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
-    match unshare(flags) {
-        Ok(()) => 0,
-        Err(_) => 3,
+    if unshare(flags).is_err() {
+        return 3;
     }
+    // The new root as the zygote makes it, in this child's own mount namespace: mounts made
+    // private, a tmpfs, `pivot_root` into it and the old root detached.
+    if new_root_child().is_err() {
+        return 5;
+    }
+    0
+}
+
+fn new_root_child() -> nix::Result<()> {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    mount(
+        Some("warren-probe"),
+        "/tmp",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("size=64k,mode=0755"),
+    )?;
+    nix::unistd::chdir("/tmp")?;
+    nix::unistd::pivot_root(".", ".")?;
+    umount2(".", MntFlags::MNT_DETACH)
 }
 
 fn seccomp_child() -> i32 {
@@ -178,6 +204,10 @@ fn in_child(f: fn() -> i32, what: &str) -> (Status, String) {
             Ok(WaitStatus::Exited(_, 2)) => (
                 Status::NotAvailable,
                 "unprivileged user namespaces are disabled".into(),
+            ),
+            Ok(WaitStatus::Exited(_, 5)) => (
+                Status::NotAvailable,
+                "the namespaces were made, but a tmpfs or pivot_root into it was refused".into(),
             ),
             Ok(other) => (
                 Status::NotAvailable,
