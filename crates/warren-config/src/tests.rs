@@ -222,3 +222,126 @@ fn scale_section_and_fixed_workers() {
         check(text, Some(want));
     }
 }
+
+#[test]
+fn limits_and_sandbox_default_to_confined_and_bounded() {
+    let config = check(GOOD, None).unwrap();
+    let app = &config.apps[0];
+    let l = &app.limits;
+    let mib = 1024 * 1024;
+    assert_eq!(l.memory_bytes, 256 * mib);
+    assert_eq!(l.cpu_percent, 100);
+    assert_eq!(l.pids, 128);
+    assert_eq!(l.tmp_bytes, 16 * mib);
+    assert_eq!(l.nofile, 1024);
+    // A file may be as large as /tmp, and at least 64 MiB (a log, a download).
+    assert_eq!(l.fsize_bytes, 64 * mib);
+    assert!(!l.threads, "no threads unless asked (SAE)");
+    let s = &app.sandbox;
+    assert!(s.enabled && s.python_guards);
+    assert!(
+        s.optional.is_empty(),
+        "no mechanism may be missing by default"
+    );
+    assert!(s.readable.is_empty() && s.writable.is_empty());
+}
+
+#[test]
+fn limits_are_read_in_their_units() {
+    let config = check(
+        r#"
+[apps.a]
+path = "app"
+entry = "app:application"
+[apps.a.limits]
+memory_mb = 96
+cpu_percent = 250
+pids = 40
+tmp_mb = 128
+nofile = 4096
+fsize_mb = 8
+threads = true
+[apps.a.sandbox]
+optional = ["cgroups", "landlock"]
+readable = ["app/static"]
+writable = ["app/pkg"]
+"#,
+        None,
+    )
+    .unwrap();
+    let app = &config.apps[0];
+    let (l, mib) = (&app.limits, 1024 * 1024);
+    assert_eq!(
+        (l.memory_bytes, l.cpu_percent, l.pids, l.tmp_bytes),
+        (96 * mib, 250, 40, 128 * mib)
+    );
+    assert_eq!((l.nofile, l.fsize_bytes, l.threads), (4096, 8 * mib, true));
+    assert_eq!(app.sandbox.optional, ["cgroups", "landlock"]);
+    assert!(
+        app.sandbox.readable[0].is_absolute() && app.sandbox.readable[0].ends_with("app/static")
+    );
+    assert!(app.sandbox.writable[0].ends_with("app/pkg"));
+    // Without fsize_mb, a large /tmp raises the file size with it.
+    let config = check(
+        "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n[apps.a.limits]\ntmp_mb = 128\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(config.apps[0].limits.fsize_bytes, 128 * mib);
+}
+
+#[test]
+fn bad_limits_and_sandbox_name_key_and_reason() {
+    let app = "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "[apps.a.limits]\nmemory_mb = 8\n",
+            "apps.a.limits.memory_mb: must be between 16",
+        ),
+        (
+            "[apps.a.limits]\ncpu_percent = 0\n",
+            "apps.a.limits.cpu_percent: must be between 1",
+        ),
+        (
+            "[apps.a.limits]\npids = 2\n",
+            "apps.a.limits.pids: must be between 4",
+        ),
+        (
+            "[apps.a.limits]\ntmp_mb = 0\n",
+            "apps.a.limits.tmp_mb: must be between 1",
+        ),
+        (
+            "[apps.a.limits]\nnofile = 10\n",
+            "apps.a.limits.nofile: must be between 64",
+        ),
+        (
+            "[apps.a.limits]\nfsize_mb = 0\n",
+            "apps.a.limits.fsize_mb: must be at least 1",
+        ),
+        (
+            "[apps.a.limits]\nmemory_mb = -1\n",
+            "apps.a.limits.memory_mb",
+        ),
+        (
+            "[apps.a.limits]\nthreads = \"yes\"\n",
+            "apps.a.limits.threads",
+        ),
+        ("[apps.a.limits]\nswap_mb = 1\n", "apps.a.limits.swap_mb"),
+        (
+            "[apps.a.sandbox]\noptional = [\"seccomp\", \"magic\"]\n",
+            "apps.a.sandbox.optional: unknown mechanism `magic`",
+        ),
+        (
+            "[apps.a.sandbox]\nreadable = [\"nodir\"]\n",
+            "apps.a.sandbox.readable",
+        ),
+        (
+            "[apps.a.sandbox]\nwritable = [\"nodir\"]\n",
+            "apps.a.sandbox.writable",
+        ),
+        ("[apps.a.sandbox]\nenabled = 1\n", "apps.a.sandbox.enabled"),
+    ];
+    for (section, want) in cases {
+        check(&format!("{app}{section}"), Some(want));
+    }
+}
