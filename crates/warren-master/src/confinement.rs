@@ -244,13 +244,20 @@ pub(crate) async fn report_usage(
     cgroup: Arc<AppCgroup>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let record = |u: &warren_sandbox::cgroup::Usage| {
+        app.stats
+            .cgroup
+            .store(u.memory_bytes, u.oom_kills, u.nr_throttled, u.throttled_us);
+    };
     let mut last = cgroup.usage();
+    record(&last);
     loop {
         tokio::select! {
             () = tokio::time::sleep(USAGE_EVERY) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let now = cgroup.usage();
+        record(&now);
         if now.nr_throttled > last.nr_throttled {
             tracing::warn!(
                 app = app.name(),

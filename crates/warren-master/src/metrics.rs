@@ -139,8 +139,59 @@ pub fn render(apps: &[Arc<AppState>]) -> String {
             histogram(&mut out, name, app.name(), &get(app));
         }
     }
+    cgroups(&mut out, apps);
     process(&mut out);
     out
+}
+
+/// The last reading of each confined app's cgroup (apps without one are left out).
+fn cgroups(out: &mut String, apps: &[Arc<AppState>]) {
+    let read: Vec<&Arc<AppState>> = apps
+        .iter()
+        .filter(|a| a.stats.cgroup.read.load(Relaxed))
+        .collect();
+    if read.is_empty() {
+        return;
+    }
+    type Reading = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&AppState) -> f64,
+    );
+    let families: [Reading; 4] = [
+        (
+            "warren_app_memory_bytes",
+            "gauge",
+            "Memory charged to the app's cgroup (its processes, page cache included), read \
+             every 5 s.",
+            |a| a.stats.cgroup.memory_bytes.load(Relaxed) as f64,
+        ),
+        (
+            "warren_app_oom_kills_total",
+            "counter",
+            "Processes of the app the kernel killed for going over its memory limit.",
+            |a| a.stats.cgroup.oom_kills.load(Relaxed) as f64,
+        ),
+        (
+            "warren_app_cpu_throttled_periods_total",
+            "counter",
+            "CPU quota periods (100 ms) in which the app used up its cpu_percent.",
+            |a| a.stats.cgroup.nr_throttled.load(Relaxed) as f64,
+        ),
+        (
+            "warren_app_cpu_throttled_seconds_total",
+            "counter",
+            "Time the app's processes waited for the next period, quota used up.",
+            |a| a.stats.cgroup.throttled_us.load(Relaxed) as f64 / 1e6,
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        header(out, name, kind, help);
+        for app in &read {
+            let _ = writeln!(out, "{name}{{app=\"{}\"}} {}", app.name(), get(app));
+        }
+    }
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

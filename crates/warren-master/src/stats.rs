@@ -1,7 +1,7 @@
 //! Per-app counters and histograms, written on the request path with relaxed atomics and read
 //! by the autoscaler and `/metrics`. No lock is taken to count.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Upper bounds of the histogram buckets, in seconds (Prometheus `le`); one more bucket
@@ -108,6 +108,31 @@ pub struct AppStats {
     pub from_zero: Histogram,
     /// Responses by status code.
     responses: [AtomicU64; STATUSES],
+    /// The last reading of the app's cgroup (none without one).
+    pub cgroup: CgroupReading,
+}
+
+/// What the app's cgroup last said (read every few seconds by the master).
+#[derive(Debug, Default)]
+pub struct CgroupReading {
+    /// Whether there has been a reading at all.
+    pub read: AtomicBool,
+    pub memory_bytes: AtomicU64,
+    pub oom_kills: AtomicU64,
+    /// CFS periods in which the quota ran out, and the time throttled.
+    pub nr_throttled: AtomicU64,
+    pub throttled_us: AtomicU64,
+}
+
+impl CgroupReading {
+    /// Keeps `memory_bytes, oom_kills, nr_throttled, throttled_us` as the latest reading.
+    pub fn store(&self, memory_bytes: u64, oom_kills: u64, nr_throttled: u64, throttled_us: u64) {
+        self.memory_bytes.store(memory_bytes, Relaxed);
+        self.oom_kills.store(oom_kills, Relaxed);
+        self.nr_throttled.store(nr_throttled, Relaxed);
+        self.throttled_us.store(throttled_us, Relaxed);
+        self.read.store(true, Relaxed);
+    }
 }
 
 impl Default for AppStats {
@@ -124,6 +149,7 @@ impl Default for AppStats {
             cold_start: Histogram::default(),
             from_zero: Histogram::default(),
             responses: std::array::from_fn(|_| AtomicU64::new(0)),
+            cgroup: CgroupReading::default(),
         }
     }
 }

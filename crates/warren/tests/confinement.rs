@@ -794,6 +794,80 @@ workers = 1
 }
 
 #[test]
+fn metrics_show_each_confined_app_s_cgroup() {
+    if !needs_root() {
+        return;
+    }
+    let config = escape_config(false)
+        .replacen(
+            "listen = \"127.0.0.1:0\"\n",
+            "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+            1,
+        )
+        .replacen("pids = 32\n", "pids = 32\ncpu_percent = 20\n", 1);
+    let w = Warren::start(&config);
+    w.wait_workers("evil", 1);
+    w.wait_workers("good", 1);
+    let line = w.log_lines(&["admin listening"]).remove(0);
+    let admin: std::net::SocketAddr = line
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("addr="))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no addr= in {line:?}"));
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    };
+    let scrape = || {
+        let mut c = support::Client::connect(admin, "127.0.0.1");
+        let r = c.get("/metrics");
+        r.assert_ok();
+        r.text()
+    };
+    // Read at once when the app starts: what its processes use.
+    let mut text = String::new();
+    let read = wait_until(support::slow(Duration::from_secs(10)), || {
+        text = scrape();
+        ["evil", "good"].iter().all(|app| {
+            value(&text, &format!("warren_app_memory_bytes{{app=\"{app}\"}}"))
+                .is_some_and(|b| b > 1e6)
+        })
+    });
+    assert!(read, "no memory reading for both apps:\n{text}");
+    assert_eq!(
+        value(&text, "warren_app_oom_kills_total{app=\"evil\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    // A spin past the 20% quota shows as throttling of that app alone.
+    let r = w.get("evil.localhost", "/cpu_spin?seconds=2");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let throttled = wait_until(support::slow(Duration::from_secs(15)), || {
+        text = scrape();
+        value(
+            &text,
+            "warren_app_cpu_throttled_periods_total{app=\"evil\"}",
+        )
+        .is_some_and(|n| n > 0.0)
+            && value(
+                &text,
+                "warren_app_cpu_throttled_seconds_total{app=\"evil\"}",
+            )
+            .is_some_and(|s| s > 0.0)
+    });
+    assert!(throttled, "no throttling of evil in the metrics:\n{text}");
+    assert_eq!(
+        value(
+            &text,
+            "warren_app_cpu_throttled_periods_total{app=\"good\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    w.stop();
+}
+
+#[test]
 fn a_library_written_to_a_writable_directory_does_not_load() {
     if !needs_root() {
         return;
