@@ -3,8 +3,9 @@
 //!
 //! `warren serve` probes the mechanisms once, before its async runtime starts
 //! ([`Confinement::probe`]), and logs each as enforced / partial / not available. An app whose
-//! sandbox needs a mechanism that is not available (one not listed in `sandbox.optional`) is
-//! refused: it answers 503 with the reason, and the log says which mechanism and why.
+//! sandbox needs a mechanism that is not fully available (one not listed in
+//! `sandbox.optional`) is refused: it answers 503 with the reason, and the log says which
+//! mechanism and why.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -19,7 +20,7 @@ use warren_sandbox::{Mechanism, Policy};
 use crate::app::AppState;
 
 /// How often an app's cgroup is read back for throttling and OOM kills.
-const USAGE_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const USAGE_EVERY: Duration = Duration::from_secs(5);
 
 /// What this machine enforces, and warren's cgroup hierarchy when it has one.
 #[derive(Debug)]
@@ -146,7 +147,7 @@ impl AppSandbox {
                     cpu_percent: cfg.limits.cpu_percent,
                     pids: cfg.limits.pids,
                     // Partial cgroups are cgroups without swap accounting (see `probe`).
-                    swap: !partial(Mechanism::Cgroups),
+                    cap_swap: !partial(Mechanism::Cgroups),
                 };
                 let group = cgroups
                     .create_app(&app.group_name(), limits)
@@ -244,20 +245,15 @@ pub(crate) async fn report_usage(
     cgroup: Arc<AppCgroup>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let record = |u: &warren_sandbox::cgroup::Usage| {
-        app.stats
-            .cgroup
-            .store(u.memory_bytes, u.oom_kills, u.nr_throttled, u.throttled_us);
-    };
     let mut last = cgroup.usage();
-    record(&last);
+    app.stats.cgroup.store(&last);
     loop {
         tokio::select! {
             () = tokio::time::sleep(USAGE_EVERY) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let now = cgroup.usage();
-        record(&now);
+        app.stats.cgroup.store(&now);
         if now.nr_throttled > last.nr_throttled {
             tracing::warn!(
                 app = app.name(),

@@ -8,10 +8,17 @@ use std::sync::atomic::Ordering::Relaxed;
 use tokio::time::Instant;
 
 use crate::app::AppState;
-use crate::stats::{BUCKETS, HistSnapshot};
+use crate::stats::{BUCKETS, CgroupReading, HistSnapshot};
 
 /// A counter family: name, help, and how to read it from an app.
 type Counter = (&'static str, &'static str, fn(&AppState) -> u64);
+/// A family read from an app's cgroup: name, type, help, and how to read it.
+type Reading = (
+    &'static str,
+    &'static str,
+    String,
+    fn(&CgroupReading) -> f64,
+);
 /// A histogram family: name, help, and how to read it from an app.
 type Hist = (&'static str, &'static str, fn(&AppState) -> HistSnapshot);
 
@@ -144,52 +151,55 @@ pub fn render(apps: &[Arc<AppState>]) -> String {
     out
 }
 
-/// The last reading of each confined app's cgroup (apps without one are left out).
+/// The last reading of each app's cgroup (apps without one are left out).
 fn cgroups(out: &mut String, apps: &[Arc<AppState>]) {
     let read: Vec<&Arc<AppState>> = apps
         .iter()
-        .filter(|a| a.stats.cgroup.read.load(Relaxed))
+        .filter(|a| a.stats.cgroup.has_reading.load(Relaxed))
         .collect();
     if read.is_empty() {
         return;
     }
-    type Reading = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&AppState) -> f64,
-    );
+    let every = crate::confinement::USAGE_EVERY.as_secs();
+    let period_ms = warren_sandbox::cgroup::CPU_PERIOD_US / 1000;
     let families: [Reading; 4] = [
         (
             "warren_app_memory_bytes",
             "gauge",
-            "Memory charged to the app's cgroup (its processes, page cache included), read \
-             every 5 s.",
-            |a| a.stats.cgroup.memory_bytes.load(Relaxed) as f64,
+            format!(
+                "Memory charged to the app's cgroup (its processes, page cache included), read \
+                 every {every} s."
+            ),
+            |c| c.memory_bytes.load(Relaxed) as f64,
         ),
         (
             "warren_app_oom_kills_total",
             "counter",
-            "Processes of the app the kernel killed for going over its memory limit.",
-            |a| a.stats.cgroup.oom_kills.load(Relaxed) as f64,
+            "Processes of the app the kernel killed for going over its memory limit.".into(),
+            |c| c.oom_kills.load(Relaxed) as f64,
         ),
         (
             "warren_app_cpu_throttled_periods_total",
             "counter",
-            "CPU quota periods (100 ms) in which the app used up its cpu_percent.",
-            |a| a.stats.cgroup.nr_throttled.load(Relaxed) as f64,
+            format!("CPU quota periods ({period_ms} ms) in which the app used up its cpu_percent."),
+            |c| c.nr_throttled.load(Relaxed) as f64,
         ),
         (
             "warren_app_cpu_throttled_seconds_total",
             "counter",
-            "Time the app's processes waited for the next period, quota used up.",
-            |a| a.stats.cgroup.throttled_us.load(Relaxed) as f64 / 1e6,
+            "Time the app's processes waited for the next period, quota used up.".into(),
+            |c| c.throttled_us.load(Relaxed) as f64 / 1e6,
         ),
     ];
     for (name, kind, help, get) in families {
-        header(out, name, kind, help);
+        header(out, name, kind, &help);
         for app in &read {
-            let _ = writeln!(out, "{name}{{app=\"{}\"}} {}", app.name(), get(app));
+            let _ = writeln!(
+                out,
+                "{name}{{app=\"{}\"}} {}",
+                app.name(),
+                get(&app.stats.cgroup)
+            );
         }
     }
 }

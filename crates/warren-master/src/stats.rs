@@ -115,8 +115,7 @@ pub struct AppStats {
 /// What the app's cgroup last said (read every few seconds by the master).
 #[derive(Debug, Default)]
 pub struct CgroupReading {
-    /// Whether there has been a reading at all.
-    pub read: AtomicBool,
+    pub has_reading: AtomicBool,
     pub memory_bytes: AtomicU64,
     pub oom_kills: AtomicU64,
     /// CFS periods in which the quota ran out, and the time throttled.
@@ -125,13 +124,13 @@ pub struct CgroupReading {
 }
 
 impl CgroupReading {
-    /// Keeps `memory_bytes, oom_kills, nr_throttled, throttled_us` as the latest reading.
-    pub fn store(&self, memory_bytes: u64, oom_kills: u64, nr_throttled: u64, throttled_us: u64) {
-        self.memory_bytes.store(memory_bytes, Relaxed);
-        self.oom_kills.store(oom_kills, Relaxed);
-        self.nr_throttled.store(nr_throttled, Relaxed);
-        self.throttled_us.store(throttled_us, Relaxed);
-        self.read.store(true, Relaxed);
+    /// Keeps `u` as the latest reading.
+    pub fn store(&self, u: &warren_sandbox::cgroup::Usage) {
+        self.memory_bytes.store(u.memory_bytes, Relaxed);
+        self.oom_kills.store(u.oom_kills, Relaxed);
+        self.nr_throttled.store(u.nr_throttled, Relaxed);
+        self.throttled_us.store(u.throttled_us, Relaxed);
+        self.has_reading.store(true, Relaxed);
     }
 }
 

@@ -167,7 +167,7 @@ fn main() {
         memory_bytes: 1 << 30,
         cpu_percent: 100 * warren_sandbox::cgroup::cpus() as u32,
         pids: 64,
-        swap: true,
+        cap_swap: true,
     };
     let app = cgroups
         .create_app("crossing-cost", limits)

@@ -46,7 +46,7 @@ const NEEDED: [&str; 3] = ["cpu", "memory", "pids"];
 /// cgroup v1 also has the freezer as a controller: [`kill_all`] stops a group with it.
 const V1_FREEZER: &str = "freezer";
 /// CFS period used for `cpu_percent` (100 ms, the kernel's default).
-const CPU_PERIOD_US: u64 = 100_000;
+pub const CPU_PERIOD_US: u64 = 100_000;
 /// The CPU weight of warren's parent group, per CPU of the machine, in tasks of the default
 /// weight (see [`parent_weight`]).
 const PARENT_TASKS_PER_CPU: u64 = 4;
@@ -79,7 +79,7 @@ pub struct Limits {
     pub pids: u32,
     /// Swap capped too (at nothing beyond the memory limit). False only where the kernel does
     /// not account swap (cgroups "partial") and the app accepts that (`sandbox.optional`).
-    pub swap: bool,
+    pub cap_swap: bool,
 }
 
 /// What the master reads back from an app's group.
@@ -567,7 +567,7 @@ impl AppCgroup {
         mem.set_limit(bytes)
             .map_err(self.write_err("memory limit"))?;
         // Swap included: memsw on v1 (limit + swap), memory.swap.max on v2 (swap alone) = 0.
-        if l.swap {
+        if l.cap_swap {
             let swap = if self.cg.v2() { 0 } else { bytes };
             mem.set_memswap_limit(swap)
                 .map_err(self.write_err("memory+swap limit"))?;

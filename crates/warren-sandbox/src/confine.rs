@@ -18,9 +18,11 @@
 //!    capability over them).
 //! 5. File system: mounts made private; the bind sources opened (`O_PATH`) before anything is
 //!    mounted over them; a tmpfs as the new root; read-only binds of `/usr`, the Python prefix,
-//!    the app and its venv at their own paths; the writable directories, `noexec`; a few device
-//!    nodes; a size-limited `noexec` `/tmp`; a fresh `/proc` of the new pid namespace; a minimal `/etc`; `pivot_root` and the
-//!    old root detached; the new root remounted read-only.
+//!    the app and its venv at their own paths; the writable directories, `nodev` and
+//!    `noexec`; a few device nodes; a size-limited `noexec` `/tmp`; a fresh `/proc` of the new
+//!    pid namespace; a minimal `/etc`; `pivot_root` and the old root detached; the new root
+//!    remounted read-only. Each bind keeps the flags of the mount it comes from (a user
+//!    namespace may not drop them).
 //! 6. Host name = the app's name; loopback up (the network namespace has nothing else).
 //! 7. Identity (as root): supplementary groups dropped, uid/gid set to the app's unprivileged
 //!    id, then a user namespace in which that id is root. Done after the mounts because root's
@@ -48,7 +50,7 @@ use crate::policy::{Mechanism, Policy};
 
 /// Where the new root is assembled (inside the private mount namespace, so nothing shows
 /// outside; the bind sources were opened before it was covered).
-const STAGE: &str = "/tmp";
+pub(crate) const STAGE: &str = "/tmp";
 /// Size of the tmpfs that holds the new root's directories and `/etc` files.
 const ROOT_TMPFS_BYTES: u64 = 1 << 20;
 /// Device nodes bound into the sandbox.
@@ -379,12 +381,14 @@ impl RealKernel {
             None::<&str>,
         )
         .map_err(errno("bind"))?;
-        let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID;
-        if writable {
-            // As /tmp: what the app writes is never mapped executable (no library loads).
-            flags |= MsFlags::MS_NOEXEC;
-        } else {
+        let mut flags =
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | locked_flags(&target)?;
+        if !writable {
             flags |= MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
+        } else if !DEVICES.iter().any(|d| Path::new(d) == path) {
+            // A writable directory, as /tmp: no device nodes, and nothing the app writes is
+            // ever mapped executable (no library loads). The device nodes keep both.
+            flags |= MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         }
         mount(None::<&str>, &target, None::<&str>, flags, None::<&str>)
             .map_err(errno("remount"))?;
@@ -579,8 +583,31 @@ fn loopback_up() -> Result<(), String> {
     Ok(())
 }
 
+/// The flags of the mount at `target` that a remount must keep: inside a user namespace the
+/// kernel refuses a remount that would drop one the mount it came from has (`nodev` of a
+/// `/run`, `noatime` of a `/home`), as bubblewrap also finds.
+fn locked_flags(target: &Path) -> Result<MsFlags, String> {
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    let have = statvfs(target).map_err(errno("statvfs"))?.flags();
+    let map = [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ];
+    Ok(map
+        .iter()
+        .filter(|(st, _)| have.contains(*st))
+        .fold(MsFlags::empty(), |acc, (_, ms)| acc | *ms))
+}
+
 /// Fails when warren closed its end of the control socket `fd`: it died before the
-/// parent-death signal was armed again, and nothing would end this process.
+/// parent-death signal was armed again, and nothing would end this process. (The signal's
+/// parent is the pid namespace's waiter, which itself dies with warren; warren closes its
+/// descriptors before the kernel signals anyone.)
 fn warren_is_alive(fd: RawFd) -> Result<(), String> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     // SAFETY: the control socket stays open for the life of the process.
@@ -588,7 +615,9 @@ fn warren_is_alive(fd: RawFd) -> Result<(), String> {
     let mut fds = [PollFd::new(fd, PollFlags::empty())];
     poll(&mut fds, PollTimeout::ZERO).map_err(errno("poll"))?;
     match fds[0].revents() {
-        Some(r) if r.contains(PollFlags::POLLHUP) => Err("warren is gone".to_owned()),
+        Some(r) if r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) => {
+            Err("warren is gone (its control socket is closed)".to_owned())
+        }
         _ => Ok(()),
     }
 }

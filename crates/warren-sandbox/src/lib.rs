@@ -129,6 +129,7 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
     let procs_raw: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
     let confined = spec.sandbox.is_some();
     let batch = spec.batch;
+    let warren = std::process::id() as libc::pid_t;
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -145,7 +146,7 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
     }
     let raw = child_end.as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (write, sched_setscheduler, setsid, prctl, dup2, fcntl, close_range); it
+    // system calls (write, sched_setscheduler, setsid, prctl, getppid, dup2, fcntl, close_range); it
     // allocates nothing and takes no locks (`procs_raw` was built before the fork and is only read).
     unsafe {
         command.pre_exec(move || {
@@ -167,6 +168,10 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
             // way. (The thread that spawns it, a runtime thread, lives as long as warren.)
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // warren died between the fork and the prctl: no signal will come.
+            if libc::getppid() != warren {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             if raw == CONTROL_FD {
                 let flags = libc::fcntl(raw, libc::F_GETFD);

@@ -84,7 +84,7 @@ fn cgroups() -> (Status, String) {
         memory_bytes: 64 << 20,
         cpu_percent: 50,
         pids: 16,
-        swap: true,
+        cap_swap: true,
     };
     let result = cg.create_app(&name, limits);
     let version = cg.version();
@@ -151,31 +151,37 @@ fn namespaces_child() -> i32 {
     }
     // The new root as the zygote makes it, in this child's own mount namespace: mounts made
     // private, a tmpfs, `pivot_root` into it and the old root detached.
-    if new_root_child().is_err() {
-        return 5;
-    }
-    0
+    new_root_child()
 }
 
-fn new_root_child() -> nix::Result<()> {
+/// Exit code 0, or 5 when the private mounts or the tmpfs were refused, 6 when `pivot_root`
+/// or detaching the old root was.
+fn new_root_child() -> i32 {
     use nix::mount::{MntFlags, MsFlags, mount, umount2};
-    mount(
+    let stage = crate::confine::STAGE;
+    let mounted = mount(
         None::<&str>,
         "/",
         None::<&str>,
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
-    )?;
-    mount(
-        Some("warren-probe"),
-        "/tmp",
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("size=64k,mode=0755"),
-    )?;
-    nix::unistd::chdir("/tmp")?;
-    nix::unistd::pivot_root(".", ".")?;
-    umount2(".", MntFlags::MNT_DETACH)
+    )
+    .and_then(|()| {
+        mount(
+            Some("warren-probe"),
+            stage,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("size=64k,mode=0755"),
+        )
+    });
+    if mounted.is_err() {
+        return 5;
+    }
+    let pivoted = nix::unistd::chdir(stage)
+        .and_then(|()| nix::unistd::pivot_root(".", "."))
+        .and_then(|()| umount2(".", MntFlags::MNT_DETACH));
+    if pivoted.is_err() { 6 } else { 0 }
 }
 
 fn seccomp_child() -> i32 {
@@ -207,7 +213,12 @@ fn in_child(f: fn() -> i32, what: &str) -> (Status, String) {
             ),
             Ok(WaitStatus::Exited(_, 5)) => (
                 Status::NotAvailable,
-                "the namespaces were made, but a tmpfs or pivot_root into it was refused".into(),
+                "the namespaces were made, but private mounts or a tmpfs in them were refused"
+                    .into(),
+            ),
+            Ok(WaitStatus::Exited(_, 6)) => (
+                Status::NotAvailable,
+                "the namespaces and a tmpfs were made, but pivot_root into it was refused".into(),
             ),
             Ok(other) => (
                 Status::NotAvailable,
