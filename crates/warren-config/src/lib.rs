@@ -749,6 +749,7 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
         });
     }
 
+    apps_apart(&apps).map_err(|(key, reason)| invalid(key, reason))?;
     Ok(Config {
         file: file.to_owned(),
         server: Server {
@@ -879,6 +880,40 @@ fn resolve_file(base: &Path, rel: &str) -> Result<PathBuf, String> {
     };
     let parent = resolve_dir(base, &parent.to_string_lossy())?;
     Ok(parent.join(name))
+}
+
+/// One app must never read another's files, and a sandbox binds `/usr` (for every app) and
+/// its app's directory (with everything beneath it) read-only: so no app's code lives under
+/// `/usr`, nor inside the directory of another, sandboxed app. (Two apps may share one
+/// directory: they then run the same code.)
+fn apps_apart(apps: &[App]) -> Result<(), (String, String)> {
+    for app in apps {
+        let key = format!("apps.{}.path", app.name);
+        if app.path.starts_with("/usr") {
+            return Err((
+                key,
+                format!(
+                    "{} is under /usr, which every app's sandbox can read; put apps elsewhere",
+                    app.path.display()
+                ),
+            ));
+        }
+        if let Some(outer) = apps
+            .iter()
+            .find(|o| o.sandbox.enabled && o.path != app.path && app.path.starts_with(&o.path))
+        {
+            return Err((
+                key,
+                format!(
+                    "{} is inside the directory of app `{}` ({}), whose sandbox could read it",
+                    app.path.display(),
+                    outer.name,
+                    outer.path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn resolve_dir(base: &Path, rel: &str) -> Result<PathBuf, String> {

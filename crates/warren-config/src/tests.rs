@@ -345,3 +345,59 @@ fn bad_limits_and_sandbox_name_key_and_reason() {
         check(&format!("{app}{section}"), Some(want));
     }
 }
+
+#[test]
+fn an_app_inside_another_sandboxed_app_s_directory_is_refused() {
+    let (dir, file) = fixture();
+    std::fs::create_dir_all(dir.path().join("app/inner")).unwrap();
+    std::fs::write(dir.path().join("app/inner/m.py"), "application = None\n").unwrap();
+    let text = |outer_sandbox: bool| {
+        format!(
+            "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n\
+             [apps.a.sandbox]\nenabled = {outer_sandbox}\n\
+             [apps.b]\npath = \"app/inner\"\nentry = \"m:application\"\n"
+        )
+    };
+    let err = parse(&file, &text(true)).unwrap_err().to_string();
+    assert!(
+        err.contains("apps.b.path") && err.contains("inside the directory of app `a`"),
+        "{err}"
+    );
+    // An unconfined outer app reads everything anyway; and two apps may share one directory.
+    parse(&file, &text(false)).unwrap();
+    parse(
+        &file,
+        "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n\
+         [apps.b]\npath = \"app\"\nentry = \"app:application\"\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_app_under_usr_is_refused() {
+    // Any directory under /usr with a Python module in it (a system Python's library).
+    let Some(lib) = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("os.py").is_file())
+    else {
+        eprintln!("no Python library under /usr/lib to stand in for an app: nothing to check");
+        return;
+    };
+    let (_dir, file) = fixture();
+    let err = parse(
+        &file,
+        &format!(
+            "[apps.sys]\npath = \"{}\"\nentry = \"os:getcwd\"\n",
+            lib.display()
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("apps.sys.path") && err.contains("under /usr"),
+        "{err}"
+    );
+}
