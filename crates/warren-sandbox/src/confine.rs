@@ -11,7 +11,8 @@
 //! 2. Without root only: a user namespace mapping root to our own uid, which gives the
 //!    capabilities the next steps need.
 //! 3. `unshare(CLONE_NEWPID)` and fork: the child is pid 1 of a new pid namespace and becomes
-//!    the zygote; the parent only waits for it and passes its exit status on. A process cannot
+//!    the zygote; the parent, its capabilities dropped and `no_new_privs` set, only waits
+//!    for it and passes its exit status on. A process cannot
 //!    enter a pid namespace itself, and `/proc` can only show the new one after the fork.
 //! 4. `unshare` of the mount, network, IPC and UTS namespaces. As root these are owned by the
 //!    initial user namespace, so nothing inside can ever reconfigure them (the app's root has no
@@ -537,6 +538,13 @@ fn fork_and_wait(keep_fd: RawFd) -> Result<(), String> {
         ForkResult::Parent { child } => {
             // Only the zygote keeps the control socket: the master sees it close when it dies.
             let _ = nix::unistd::close(keep_fd);
+            // The waiter runs no app code, but it stays outside the sandbox (as root, when
+            // warren is): it keeps nothing it does not need to wait.
+            if let Err(e) = drop_capabilities()
+                .and_then(|()| nix::sys::prctl::set_no_new_privs().map_err(errno("prctl")))
+            {
+                eprintln!("warren-worker: the pid namespace's waiter keeps its privileges: {e}");
+            }
             loop {
                 match waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),

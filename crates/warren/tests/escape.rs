@@ -1208,6 +1208,28 @@ fn worker_runs_as_unprivileged_uid_outside() {
             status_line(&p.status, "Gid:")
         );
     }
+    // The waiter, the root of the tree outside the pid namespace, keeps no capability.
+    for p in procs
+        .iter()
+        .filter(|p| !workers.iter().any(|w| w.pid == p.pid))
+    {
+        let cap_eff = status_line(&p.status, "CapEff:");
+        assert!(
+            cap_eff
+                .trim_start_matches("CapEff:")
+                .trim()
+                .trim_start_matches('0')
+                .is_empty(),
+            "evil's waiter {} keeps capabilities ({cap_eff})",
+            p.pid
+        );
+        assert_eq!(
+            status_line(&p.status, "NoNewPrivs:")
+                .split_whitespace()
+                .last(),
+            Some("1")
+        );
+    }
     for p in &workers {
         let nspid = support::status_ids(&p.status, "NSpid:");
         assert!(
