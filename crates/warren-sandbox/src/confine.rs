@@ -11,8 +11,9 @@
 //! 2. Without root only: a user namespace mapping root to our own uid, which gives the
 //!    capabilities the next steps need.
 //! 3. `unshare(CLONE_NEWPID)` and fork: the child is pid 1 of a new pid namespace and becomes
-//!    the zygote; the parent, its capabilities dropped and `no_new_privs` set, only waits
-//!    for it and passes its exit status on. A process cannot
+//!    the zygote; the parent, with no capability left but `CAP_KILL` (its death sends the
+//!    zygote's parent-death signal) and `no_new_privs`, only waits for it and passes its exit
+//!    status on. A process cannot
 //!    enter a pid namespace itself, and `/proc` can only show the new one after the fork.
 //! 4. `unshare` of the mount, network, IPC and UTS namespaces. As root these are owned by the
 //!    initial user namespace, so nothing inside can ever reconfigure them (the app's root has no
@@ -539,8 +540,10 @@ fn fork_and_wait(keep_fd: RawFd) -> Result<(), String> {
             // Only the zygote keeps the control socket: the master sees it close when it dies.
             let _ = nix::unistd::close(keep_fd);
             // The waiter runs no app code, but it stays outside the sandbox (as root, when
-            // warren is): it keeps nothing it does not need to wait.
-            if let Err(e) = drop_capabilities()
+            // warren is): it keeps nothing it does not need but CAP_KILL, because the kernel
+            // sends the zygote its parent-death signal with the dying waiter's credentials, and
+            // the zygote runs as another uid in a user namespace of its own.
+            if let Err(e) = keep_only_kill()
                 .and_then(|()| nix::sys::prctl::set_no_new_privs().map_err(errno("prctl")))
             {
                 eprintln!("warren-worker: the pid namespace's waiter keeps its privileges: {e}");
@@ -658,6 +661,24 @@ fn drop_capabilities() -> Result<(), String> {
     caps::clear(None, CapSet::Inheritable).map_err(err)?;
     caps::clear(None, CapSet::Effective).map_err(err)?;
     caps::clear(None, CapSet::Permitted).map_err(err)
+}
+
+/// Every capability dropped (bounding set too) but `CAP_KILL`, kept effective.
+fn keep_only_kill() -> Result<(), String> {
+    use caps::{CapSet, Capability};
+    let err = |e: caps::errors::CapsError| e.to_string();
+    let kill: caps::CapsHashSet = [Capability::CAP_KILL].into_iter().collect();
+    for cap in caps::all() {
+        if cap != Capability::CAP_KILL
+            && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false)
+        {
+            caps::drop(None, CapSet::Bounding, cap).map_err(err)?;
+        }
+    }
+    caps::clear(None, CapSet::Ambient).map_err(err)?;
+    caps::clear(None, CapSet::Inheritable).map_err(err)?;
+    caps::set(None, CapSet::Effective, &kill).map_err(err)?;
+    caps::set(None, CapSet::Permitted, &kill).map_err(err)
 }
 
 fn close_fds_except(keep: RawFd) -> Result<(), String> {

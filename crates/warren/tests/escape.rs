@@ -1208,21 +1208,17 @@ fn worker_runs_as_unprivileged_uid_outside() {
             status_line(&p.status, "Gid:")
         );
     }
-    // The waiter, the root of the tree outside the pid namespace, keeps no capability.
+    // The waiter, the root of the tree outside the pid namespace, keeps no capability but
+    // CAP_KILL (5), for the parent-death signal its death sends the zygote.
     for p in procs
         .iter()
         .filter(|p| !workers.iter().any(|w| w.pid == p.pid))
     {
-        let cap_eff = status_line(&p.status, "CapEff:");
-        assert!(
-            cap_eff
-                .trim_start_matches("CapEff:")
-                .trim()
-                .trim_start_matches('0')
-                .is_empty(),
-            "evil's waiter {} keeps capabilities ({cap_eff})",
-            p.pid
-        );
+        for key in ["CapEff:", "CapPrm:", "CapBnd:"] {
+            let line = status_line(&p.status, key);
+            let caps = u64::from_str_radix(line.trim_start_matches(key).trim(), 16);
+            assert_eq!(caps, Ok(1 << 5), "evil's waiter {}: {line}", p.pid);
+        }
         assert_eq!(
             status_line(&p.status, "NoNewPrivs:")
                 .split_whitespace()
