@@ -118,19 +118,19 @@ impl AppSandbox {
             .collect();
         let unavailable = conf.unavailable();
         let missing = missing(&conf.findings, &optional);
-        let partial = |m: Mechanism| {
-            conf.findings
-                .iter()
-                .any(|f| f.mechanism == m && f.status == Status::Partial)
-        };
-        for m in Mechanism::ALL {
-            if partial(m) && optional.contains(&m) {
-                tracing::warn!(
-                    app = app.name(),
-                    mechanism = m.name(),
-                    "partial on this machine; the app runs with what there is (sandbox.optional)"
-                );
-            }
+        let partial: Vec<Mechanism> = conf
+            .findings
+            .iter()
+            .filter(|f| f.status == Status::Partial)
+            .map(|f| f.mechanism)
+            .collect();
+        // (A partial mechanism the app does not list is in `missing`.)
+        for m in partial.iter().filter(|m| optional.contains(m)) {
+            tracing::warn!(
+                app = app.name(),
+                mechanism = m.name(),
+                "partial on this machine; the app runs with what there is (sandbox.optional)"
+            );
         }
         if !missing.is_empty() {
             return Err(format!(
@@ -147,7 +147,7 @@ impl AppSandbox {
                     cpu_percent: cfg.limits.cpu_percent,
                     pids: cfg.limits.pids,
                     // Partial cgroups are cgroups without swap accounting (see `probe`).
-                    cap_swap: !partial(Mechanism::Cgroups),
+                    cap_swap: !partial.contains(&Mechanism::Cgroups),
                 };
                 let group = cgroups
                     .create_app(&app.group_name(), limits)

@@ -13,8 +13,8 @@
 //! 3. `unshare(CLONE_NEWPID)` and fork: the child is pid 1 of a new pid namespace and becomes
 //!    the zygote; the parent, with no capability left but `CAP_KILL` (its death sends the
 //!    zygote's parent-death signal) and `no_new_privs`, only waits for it and passes its exit
-//!    status on. A process cannot
-//!    enter a pid namespace itself, and `/proc` can only show the new one after the fork.
+//!    status on. A process cannot enter a pid namespace itself, and `/proc` can only show the
+//!    new one after the fork.
 //! 4. `unshare` of the mount, network, IPC and UTS namespaces. As root these are owned by the
 //!    initial user namespace, so nothing inside can ever reconfigure them (the app's root has no
 //!    capability over them).
@@ -52,9 +52,20 @@ use crate::policy::{Mechanism, Policy};
 
 /// Where the new root is assembled (inside the private mount namespace, so nothing shows
 /// outside; the bind sources were opened before it was covered).
-pub(crate) const STAGE: &str = "/tmp";
+const STAGE: &str = "/tmp";
 /// Size of the tmpfs that holds the new root's directories and `/etc` files.
 const ROOT_TMPFS_BYTES: u64 = 1 << 20;
+/// What a bind is for, which decides its mount flags (see [`RealKernel`]'s `bind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindKind {
+    /// Code and libraries: read-only, no device nodes.
+    ReadOnly,
+    /// A directory the app writes: no device nodes, nothing executable (as `/tmp`).
+    Writable,
+    /// One of [`DEVICES`]: read-write, and a device node.
+    Device,
+}
+
 /// Device nodes bound into the sandbox.
 pub const DEVICES: [&str; 5] = [
     "/dev/null",
@@ -82,7 +93,7 @@ pub enum Step {
     /// A bind mount of `path` at the same path inside the new root.
     Bind {
         path: PathBuf,
-        writable: bool,
+        kind: BindKind,
     },
     /// A symbolic link in the new root (`/lib -> usr/lib`).
     Symlink {
@@ -194,11 +205,25 @@ pub fn plan(policy: &Policy, host: &Host) -> Vec<Step> {
         steps.push(Step::PrivateMounts);
         // Read-only binds: /usr and library dirs, then the policy's (Python prefix, app, venv),
         // shortest path first so that a nested bind lands on top of its parent's.
-        let mut binds: Vec<(PathBuf, bool)> = vec![(PathBuf::from("/usr"), false)];
-        binds.extend(host.lib_dirs.iter().map(|d| (d.clone(), false)));
-        binds.extend(policy.read_only.iter().map(|d| (d.clone(), false)));
-        binds.extend(policy.writable.iter().map(|d| (d.clone(), true)));
-        binds.extend(DEVICES.iter().map(|d| (PathBuf::from(d), true)));
+        let mut binds: Vec<(PathBuf, BindKind)> = vec![(PathBuf::from("/usr"), BindKind::ReadOnly)];
+        binds.extend(
+            host.lib_dirs
+                .iter()
+                .map(|d| (d.clone(), BindKind::ReadOnly)),
+        );
+        binds.extend(
+            policy
+                .read_only
+                .iter()
+                .map(|d| (d.clone(), BindKind::ReadOnly)),
+        );
+        binds.extend(
+            policy
+                .writable
+                .iter()
+                .map(|d| (d.clone(), BindKind::Writable)),
+        );
+        binds.extend(DEVICES.iter().map(|d| (PathBuf::from(d), BindKind::Device)));
         binds.sort_by_key(|(p, _)| p.components().count());
         binds.dedup_by(|a, b| a.0 == b.0);
         steps.push(Step::OpenSources(
@@ -209,11 +234,11 @@ pub fn plan(policy: &Policy, host: &Host) -> Vec<Step> {
         steps.push(Step::Tmp {
             bytes: policy.tmp_bytes,
         });
-        for (path, writable) in &binds {
+        for (path, kind) in &binds {
             reads.push(path.clone());
             steps.push(Step::Bind {
                 path: path.clone(),
-                writable: *writable,
+                kind: *kind,
             });
         }
         for (link, target) in &host.usr_links {
@@ -303,10 +328,14 @@ pub fn describe(step: &Step) -> String {
         Step::PrivateMounts => "private mount propagation".into(),
         Step::OpenSources(_) => "opening bind sources".into(),
         Step::StageRoot => "new root tmpfs".into(),
-        Step::Bind { path, writable } => format!(
+        Step::Bind { path, kind } => format!(
             "bind {} {}",
             path.display(),
-            if *writable { "read-write" } else { "read-only" }
+            match kind {
+                BindKind::ReadOnly => "read-only",
+                BindKind::Writable => "read-write",
+                BindKind::Device => "device",
+            }
         ),
         Step::Symlink { link, .. } => format!("symlink {}", link.display()),
         Step::File { path, .. } => format!("file {}", path.display()),
@@ -354,7 +383,7 @@ impl RealKernel {
         }
     }
 
-    fn bind(&mut self, path: &Path, writable: bool) -> Result<(), String> {
+    fn bind(&mut self, path: &Path, kind: BindKind) -> Result<(), String> {
         let owned = self
             .sources
             .iter()
@@ -383,15 +412,16 @@ impl RealKernel {
             None::<&str>,
         )
         .map_err(errno("bind"))?;
-        let mut flags =
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | locked_flags(&target)?;
-        if !writable {
-            flags |= MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
-        } else if !DEVICES.iter().any(|d| Path::new(d) == path) {
-            // A writable directory, as /tmp: no device nodes, and nothing the app writes is
-            // ever mapped executable (no library loads). The device nodes keep both.
-            flags |= MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        }
+        let flags = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_NOSUID
+            | locked_flags(&target)?
+            | match kind {
+                BindKind::ReadOnly => MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+                // As /tmp: nothing the app writes is ever mapped executable (no library loads).
+                BindKind::Writable => MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                BindKind::Device => MsFlags::empty(),
+            };
         mount(None::<&str>, &target, None::<&str>, flags, None::<&str>)
             .map_err(errno("remount"))?;
         Ok(())
@@ -419,14 +449,7 @@ impl Kernel for RealKernel {
                     | CloneFlags::CLONE_NEWUTS,
             )
             .map_err(errno("unshare")),
-            Step::PrivateMounts => mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .map_err(errno("mount --make-rprivate /")),
+            Step::PrivateMounts => private_mounts(),
             Step::OpenSources(paths) => {
                 for p in paths {
                     let fd = open(p.as_path(), OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
@@ -435,15 +458,8 @@ impl Kernel for RealKernel {
                 }
                 Ok(())
             }
-            Step::StageRoot => mount(
-                Some("warren-root"),
-                STAGE,
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                Some(format!("size={ROOT_TMPFS_BYTES},mode=0755").as_str()),
-            )
-            .map_err(errno("tmpfs")),
-            Step::Bind { path, writable } => self.bind(path, *writable),
+            Step::StageRoot => stage_root(),
+            Step::Bind { path, kind } => self.bind(path, *kind),
             Step::Symlink { link, target } => {
                 std::os::unix::fs::symlink(target, staged(link)).map_err(|e| e.to_string())
             }
@@ -480,21 +496,7 @@ impl Kernel for RealKernel {
             }
             Step::PivotRoot => {
                 self.sources.clear();
-                nix::unistd::chdir(STAGE).map_err(errno("chdir"))?;
-                nix::unistd::pivot_root(".", ".").map_err(errno("pivot_root"))?;
-                umount2(".", MntFlags::MNT_DETACH).map_err(errno("detaching the old root"))?;
-                nix::unistd::chdir("/").map_err(errno("chdir /"))?;
-                mount(
-                    None::<&str>,
-                    "/",
-                    None::<&str>,
-                    MsFlags::MS_REMOUNT
-                        | MsFlags::MS_RDONLY
-                        | MsFlags::MS_NOSUID
-                        | MsFlags::MS_NODEV,
-                    None::<&str>,
-                )
-                .map_err(errno("read-only root"))
+                pivot_to_stage()
             }
             Step::Hostname(name) => nix::unistd::sethostname(name).map_err(errno("sethostname")),
             Step::LoopbackUp => loopback_up(),
@@ -508,7 +510,7 @@ impl Kernel for RealKernel {
                     .map_err(errno("pdeathsig"))?;
                 warren_is_alive(self.keep_fd)
             }
-            Step::DropCapabilities => drop_capabilities(),
+            Step::DropCapabilities => drop_capabilities_except(&[]),
             Step::NoNewPrivs => nix::sys::prctl::set_no_new_privs().map_err(errno("prctl")),
             Step::Rlimits { nofile, fsize } => {
                 use nix::sys::resource::{Resource, setrlimit};
@@ -520,6 +522,46 @@ impl Kernel for RealKernel {
             Step::Landlock { read, write } => crate::fence::restrict(read, write, policy),
         }
     }
+}
+
+/// [`Step::PrivateMounts`]: nothing mounted from here on propagates out of the namespace.
+pub(crate) fn private_mounts() -> Result<(), String> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(errno("mount --make-rprivate /"))
+}
+
+/// [`Step::StageRoot`]: the tmpfs at [`STAGE`] that becomes the new root.
+pub(crate) fn stage_root() -> Result<(), String> {
+    mount(
+        Some("warren-root"),
+        STAGE,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("size={ROOT_TMPFS_BYTES},mode=0755").as_str()),
+    )
+    .map_err(errno("tmpfs"))
+}
+
+/// [`Step::PivotRoot`]: into [`STAGE`], the old root detached, the new one read-only.
+pub(crate) fn pivot_to_stage() -> Result<(), String> {
+    nix::unistd::chdir(STAGE).map_err(errno("chdir"))?;
+    nix::unistd::pivot_root(".", ".").map_err(errno("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(errno("detaching the old root"))?;
+    nix::unistd::chdir("/").map_err(errno("chdir /"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(errno("read-only root"))
 }
 
 /// Forks; the parent waits for the child and leaves with its status; the child returns.
@@ -543,7 +585,7 @@ fn fork_and_wait(keep_fd: RawFd) -> Result<(), String> {
             // warren is): it keeps nothing it does not need but CAP_KILL, because the kernel
             // sends the zygote its parent-death signal with the dying waiter's credentials, and
             // the zygote runs as another uid in a user namespace of its own.
-            if let Err(e) = keep_only_kill()
+            if let Err(e) = drop_capabilities_except(&[caps::Capability::CAP_KILL])
                 .and_then(|()| nix::sys::prctl::set_no_new_privs().map_err(errno("prctl")))
             {
                 eprintln!("warren-worker: the pid namespace's waiter keeps its privileges: {e}");
@@ -649,36 +691,20 @@ fn become_unprivileged(uid: u32) -> Result<(), String> {
     nix::sys::prctl::set_dumpable(false).map_err(errno("PR_SET_DUMPABLE"))
 }
 
-fn drop_capabilities() -> Result<(), String> {
+/// Every capability dropped (the bounding set too) but `keep`, which stays effective.
+fn drop_capabilities_except(keep: &[caps::Capability]) -> Result<(), String> {
     use caps::CapSet;
     let err = |e: caps::errors::CapsError| e.to_string();
     for cap in caps::all() {
-        if caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+        if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
             caps::drop(None, CapSet::Bounding, cap).map_err(err)?;
         }
     }
+    let keep: caps::CapsHashSet = keep.iter().copied().collect();
     caps::clear(None, CapSet::Ambient).map_err(err)?;
     caps::clear(None, CapSet::Inheritable).map_err(err)?;
-    caps::clear(None, CapSet::Effective).map_err(err)?;
-    caps::clear(None, CapSet::Permitted).map_err(err)
-}
-
-/// Every capability dropped (bounding set too) but `CAP_KILL`, kept effective.
-fn keep_only_kill() -> Result<(), String> {
-    use caps::{CapSet, Capability};
-    let err = |e: caps::errors::CapsError| e.to_string();
-    let kill: caps::CapsHashSet = [Capability::CAP_KILL].into_iter().collect();
-    for cap in caps::all() {
-        if cap != Capability::CAP_KILL
-            && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false)
-        {
-            caps::drop(None, CapSet::Bounding, cap).map_err(err)?;
-        }
-    }
-    caps::clear(None, CapSet::Ambient).map_err(err)?;
-    caps::clear(None, CapSet::Inheritable).map_err(err)?;
-    caps::set(None, CapSet::Effective, &kill).map_err(err)?;
-    caps::set(None, CapSet::Permitted, &kill).map_err(err)
+    caps::set(None, CapSet::Effective, &keep).map_err(err)?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(err)
 }
 
 fn close_fds_except(keep: RawFd) -> Result<(), String> {
@@ -772,22 +798,28 @@ mod tests {
     }
 
     #[test]
-    fn binds_go_parent_first_and_only_the_writable_ones_are_writable() {
+    fn binds_go_parent_first_and_each_has_its_kind() {
         let mut p = policy();
         p.read_only.push("/srv/apps/hello/vendor".into());
         let steps = plan(&p, &host(true));
-        let binds: Vec<(&Path, bool)> = steps
+        let binds: Vec<(&Path, BindKind)> = steps
             .iter()
             .filter_map(|s| match s {
-                Step::Bind { path, writable } => Some((path.as_path(), *writable)),
+                Step::Bind { path, kind } => Some((path.as_path(), *kind)),
                 _ => None,
             })
             .collect();
         let at = |p: &str| binds.iter().position(|(b, _)| *b == Path::new(p)).unwrap();
         assert!(at("/srv/apps/hello") < at("/srv/apps/hello/vendor"));
-        for (path, writable) in &binds {
-            let expect = *path == Path::new("/srv/data") || path.starts_with("/dev");
-            assert_eq!(*writable, expect, "{}", path.display());
+        for (path, kind) in &binds {
+            let expect = if *path == Path::new("/srv/data") {
+                BindKind::Writable
+            } else if path.starts_with("/dev") {
+                BindKind::Device
+            } else {
+                BindKind::ReadOnly
+            };
+            assert_eq!(*kind, expect, "{}", path.display());
         }
         let Step::Landlock { read, write } = steps.last().unwrap() else {
             panic!("landlock last")

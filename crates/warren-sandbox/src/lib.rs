@@ -146,8 +146,9 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
     }
     let raw = child_end.as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (write, sched_setscheduler, setsid, prctl, getppid, dup2, fcntl, close_range); it
-    // allocates nothing and takes no locks (`procs_raw` was built before the fork and is only read).
+    // system calls (write, sched_setscheduler, setsid, prctl, getppid, dup2, fcntl,
+    // close_range); it allocates nothing and takes no locks (`procs_raw` was built before the
+    // fork and is only read).
     unsafe {
         command.pre_exec(move || {
             // Into the app's cgroups first: "0" means the writing process itself.

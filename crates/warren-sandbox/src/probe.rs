@@ -149,39 +149,18 @@ fn namespaces_child() -> i32 {
     if unshare(flags).is_err() {
         return 3;
     }
-    // The new root as the zygote makes it, in this child's own mount namespace: mounts made
-    // private, a tmpfs, `pivot_root` into it and the old root detached.
+    // The new root as the zygote makes it, in this child's own mount namespace.
     new_root_child()
 }
 
-/// Exit code 0, or 5 when the private mounts or the tmpfs were refused, 6 when `pivot_root`
-/// or detaching the old root was.
+/// The zygote's own first and last file-system steps: exit code 0, or 5 when the private
+/// mounts or the tmpfs were refused, 6 when `pivot_root` or what follows it was.
 fn new_root_child() -> i32 {
-    use nix::mount::{MntFlags, MsFlags, mount, umount2};
-    let stage = crate::confine::STAGE;
-    let mounted = mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .and_then(|()| {
-        mount(
-            Some("warren-probe"),
-            stage,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("size=64k,mode=0755"),
-        )
-    });
-    if mounted.is_err() {
+    use crate::confine::{pivot_to_stage, private_mounts, stage_root};
+    if private_mounts().and_then(|()| stage_root()).is_err() {
         return 5;
     }
-    let pivoted = nix::unistd::chdir(stage)
-        .and_then(|()| nix::unistd::pivot_root(".", "."))
-        .and_then(|()| umount2(".", MntFlags::MNT_DETACH));
-    if pivoted.is_err() { 6 } else { 0 }
+    if pivot_to_stage().is_err() { 6 } else { 0 }
 }
 
 fn seccomp_child() -> i32 {
@@ -218,7 +197,9 @@ fn in_child(f: fn() -> i32, what: &str) -> (Status, String) {
             ),
             Ok(WaitStatus::Exited(_, 6)) => (
                 Status::NotAvailable,
-                "the namespaces and a tmpfs were made, but pivot_root into it was refused".into(),
+                "the namespaces and a tmpfs were made, but pivot_root into it, or making it \
+                 read-only, was refused"
+                    .into(),
             ),
             Ok(other) => (
                 Status::NotAvailable,

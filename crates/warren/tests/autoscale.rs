@@ -12,46 +12,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Client, Warren, fixture};
+use support::{Client, Warren, fixture, scrape};
 
 /// Starts warren with an admin address, and returns it with the admin address.
 fn start(apps: &str, server: &str) -> (Warren, SocketAddr) {
     let w = Warren::start(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{server}\n{apps}"
     ));
-    assert!(
-        w.wait_for_log_line(Duration::from_secs(10), &["admin listening"]),
-        "no admin line; log:\n{}",
-        w.logs()
-    );
-    let line = w.log_lines(&["admin listening"]).remove(0);
-    let addr = line
-        .split_whitespace()
-        .find_map(|t| t.strip_prefix("addr="))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no addr= in {line:?}"));
-    (w, addr)
-}
-
-/// One scrape: `name{labels}` → value.
-fn scrape(admin: SocketAddr) -> BTreeMap<String, f64> {
-    let mut c = Client::connect(admin, "127.0.0.1");
-    let r = c.get("/metrics");
-    r.assert_ok();
-    assert!(
-        r.header("content-type")
-            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
-        "{:?}",
-        r.header("content-type")
-    );
-    r.text()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').expect("`name value`");
-            (k.to_owned(), v.parse().expect("a number"))
-        })
-        .collect()
+    let admin = w.admin_addr();
+    (w, admin)
 }
 
 fn metric(m: &BTreeMap<String, f64>, key: &str) -> f64 {

@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -632,6 +633,7 @@ fn groups_left_by_a_killed_warren_are_removed_by_the_next_one() {
             d.display()
         );
     }
+    drop(crashed); // reaped: from now on its groups are stale
 
     // A stale group of a warren that no longer exists, with a process still inside.
     let gone = {
@@ -808,61 +810,43 @@ fn metrics_show_each_confined_app_s_cgroup() {
     let w = Warren::start(&config);
     w.wait_workers("evil", 1);
     w.wait_workers("good", 1);
-    let line = w.log_lines(&["admin listening"]).remove(0);
-    let admin: std::net::SocketAddr = line
-        .split_whitespace()
-        .find_map(|t| t.strip_prefix("addr="))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no addr= in {line:?}"));
-    let value = |text: &str, series: &str| -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-    };
-    let scrape = || {
-        let mut c = support::Client::connect(admin, "127.0.0.1");
-        let r = c.get("/metrics");
-        r.assert_ok();
-        r.text()
-    };
+    let admin = w.admin_addr();
+    let series = |app: &str, name: &str| format!("{name}{{app=\"{app}\"}}");
     // Read when the app starts (before its zygote joined: about nothing), then every 5 s.
-    let mut text = String::new();
+    let mut m = support::scrape(admin);
     let read = wait_until(support::slow(Duration::from_secs(10)), || {
-        text = scrape();
+        m = support::scrape(admin);
         ["evil", "good"].iter().all(|app| {
-            value(&text, &format!("warren_app_memory_bytes{{app=\"{app}\"}}"))
-                .is_some_and(|b| b > 1e6)
+            m.get(&series(app, "warren_app_memory_bytes"))
+                .is_some_and(|&b| b > 1e6)
         })
     });
-    assert!(read, "no memory reading for both apps:\n{text}");
+    assert!(read, "no memory reading for both apps: {m:#?}");
     assert_eq!(
-        value(&text, "warren_app_oom_kills_total{app=\"evil\"}"),
-        Some(0.0),
-        "{text}"
+        m.get(&series("evil", "warren_app_oom_kills_total")),
+        Some(&0.0),
+        "{m:#?}"
     );
     // A spin past the 20% quota shows as throttling of that app alone.
-    let good_throttled =
-        |text: &str| value(text, "warren_app_cpu_throttled_periods_total{app=\"good\"}");
-    let good_before = good_throttled(&text);
+    let good_throttled = |m: &BTreeMap<String, f64>| {
+        m.get(&series("good", "warren_app_cpu_throttled_periods_total"))
+            .copied()
+    };
+    let good_before = good_throttled(&m);
     let r = w.get("evil.localhost", "/cpu_spin?seconds=2");
     assert_eq!(r.status, 200, "{}", r.text());
     let throttled = wait_until(support::slow(Duration::from_secs(15)), || {
-        text = scrape();
-        value(
-            &text,
-            "warren_app_cpu_throttled_periods_total{app=\"evil\"}",
-        )
-        .is_some_and(|n| n > 0.0)
-            && value(
-                &text,
-                "warren_app_cpu_throttled_seconds_total{app=\"evil\"}",
-            )
-            .is_some_and(|s| s > 0.0)
+        m = support::scrape(admin);
+        m.get(&series("evil", "warren_app_cpu_throttled_periods_total"))
+            .is_some_and(|&n| n > 0.0)
+            && m.get(&series("evil", "warren_app_cpu_throttled_seconds_total"))
+                .is_some_and(|&s| s > 0.0)
     });
-    assert!(throttled, "no throttling of evil in the metrics:\n{text}");
+    assert!(throttled, "no throttling of evil in the metrics: {m:#?}");
     assert_eq!(
-        good_throttled(&text),
+        good_throttled(&m),
         good_before,
-        "the idle neighbour was throttled:\n{text}"
+        "the idle neighbour was throttled: {m:#?}"
     );
     w.stop();
 }

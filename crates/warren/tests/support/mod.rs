@@ -434,17 +434,32 @@ impl Warren {
         child.wait().ok()
     }
 
-    /// SIGKILLs warren alone, as a crash would, and reaps it, while this process holds a copy
-    /// of each of warren's descriptors (`pidfd_getfd`): its zygotes and workers then see no
-    /// socket or pipe close, and only their parent-death signals can end them. Returns those
-    /// still alive after `timeout`, having killed them so that nothing outlives the test.
+    /// The admin address (`[server] admin`), from its `admin listening addr=...` log line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        assert!(
+            self.wait_for_log_line(Duration::from_secs(10), &["admin listening"]),
+            "no admin line; log:\n{}",
+            self.logs()
+        );
+        let line = self.log_lines(&["admin listening"]).remove(0);
+        line.split_whitespace()
+            .find_map(|t| t.strip_prefix("addr="))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no addr= in {line:?}"))
+    }
+
+    /// SIGKILLs warren alone, as a crash would, while this process holds a copy of each of
+    /// warren's descriptors (`pidfd_getfd`): its zygotes and workers then see no socket or pipe
+    /// close, and only their parent-death signals can end them. Returns those still alive
+    /// after `timeout`, having killed them so that nothing outlives the test. warren is left
+    /// unreaped until the handle is dropped: a zombie still reads as a running warren, so no
+    /// other warren removes its groups as stale meanwhile.
     pub fn crash(&mut self, timeout: Duration) -> Vec<(u32, String)> {
         let family = descendants(self.pid);
         let held = hold_descriptors(self.pid);
         assert!(!held.is_empty(), "no descriptor of warren could be held");
-        if let Some(mut child) = self.child.take() {
+        if let Some(child) = self.child.as_mut() {
             let _ = child.kill();
-            let _ = child.wait();
         }
         let left = wait_gone(&family, timeout);
         kill_all(&left);
@@ -625,6 +640,27 @@ fn kill_all(procs: &[(u32, String)]) {
     for (pid, _) in procs {
         signal(*pid, "KILL");
     }
+}
+
+/// One scrape of `/metrics` at `admin`, in the Prometheus text format: `name{labels}` → value.
+pub fn scrape(admin: SocketAddr) -> BTreeMap<String, f64> {
+    let mut c = Client::connect(admin, "127.0.0.1");
+    let r = c.get("/metrics");
+    r.assert_ok();
+    assert!(
+        r.header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        r.header("content-type")
+    );
+    r.text()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').expect("`name value`");
+            (k.to_owned(), v.parse().expect("a number"))
+        })
+        .collect()
 }
 
 /// Copies of every descriptor of process `pid` (sockets and pipes included), through
