@@ -80,10 +80,10 @@ impl Confinement {
         }
     }
 
-    /// Removes this warren's (empty) instance group at shutdown.
+    /// Removes this warren's groups still there at shutdown.
     pub fn finish(&self) {
         if let Some(c) = &self.cgroups {
-            c.remove_instance();
+            c.remove_own_groups();
         }
     }
 }

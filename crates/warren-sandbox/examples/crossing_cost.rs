@@ -199,7 +199,7 @@ fn main() {
         }
     }
     app.destroy();
-    cgroups.remove_instance();
+    cgroups.remove_own_groups();
     println!(
         "crossing cost, per round trip on one CPU (median of {ROUNDS} rounds of {TRIPS}): \
          elapsed; child and parent CPU; CPU added over the child in the parent's groups"

@@ -91,7 +91,7 @@ fn cgroups() -> (Status, String) {
     match result {
         Ok(group) => {
             group.destroy();
-            cg.remove_instance();
+            cg.remove_own_groups();
             let place = match cg.placement() {
                 crate::cgroup::Placement::Top => String::new(),
                 crate::cgroup::Placement::Delegated(d) => {
@@ -104,7 +104,7 @@ fn cgroups() -> (Status, String) {
             )
         }
         Err(e) => {
-            cg.remove_instance();
+            cg.remove_own_groups();
             let why = e.to_string();
             let status = if matches!(e, crate::cgroup::CgroupError::Write { what, .. } if what.contains("swap"))
             {

@@ -190,17 +190,59 @@ fn cgroup_v2() -> bool {
     Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
-/// Directories of warren instance `pid`'s groups: one per controller on v1, one on v2.
-fn instance_dirs(pid: u32) -> Vec<PathBuf> {
+/// Directories of warren's parent group: one per controller on v1, one on v2.
+fn parent_dirs() -> Vec<PathBuf> {
     let root = Path::new("/sys/fs/cgroup");
     if cgroup_v2() {
-        vec![root.join(format!("warren/{pid}"))]
+        vec![root.join("warren")]
     } else {
         ["cpu", "memory", "pids"]
             .iter()
-            .map(|c| root.join(c).join(format!("warren/{pid}")))
+            .map(|c| root.join(c).join("warren"))
             .collect()
     }
+}
+
+/// Directories of the group of app `app` of warren `pid` (`warren/<pid>.<app>`), in the order
+/// of [`parent_dirs`].
+fn app_dirs(pid: u32, app: &str) -> Vec<PathBuf> {
+    parent_dirs()
+        .into_iter()
+        .map(|d| d.join(format!("{pid}.{app}")))
+        .collect()
+}
+
+/// The app names of warren `pid`'s groups in `parent` (a directory of warren's parent group),
+/// sorted.
+fn app_groups_in(parent: &Path, pid: u32) -> Vec<String> {
+    let prefix = format!("{pid}.");
+    let mut names: Vec<String> = std::fs::read_dir(parent)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            e.file_name()
+                .into_string()
+                .ok()?
+                .strip_prefix(&prefix)
+                .map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every directory of warren `pid`'s groups, in every hierarchy.
+fn groups_of(pid: u32) -> Vec<PathBuf> {
+    parent_dirs()
+        .into_iter()
+        .flat_map(|d| {
+            app_groups_in(&d, pid)
+                .into_iter()
+                .map(move |app| d.join(format!("{pid}.{app}")))
+        })
+        .collect()
 }
 
 /// `(controllers, path)` for each line of `/proc/PID/cgroup` (`""` for the v2 line).
@@ -258,10 +300,7 @@ fn each_app_gets_a_limited_cgroup_under_warren_that_goes_with_it() {
     let w = Warren::start(&hello_config(""));
     w.wait_workers("hello", 2);
     w.get("hello.localhost", "/").assert_ok();
-    let dirs: Vec<PathBuf> = instance_dirs(w.pid())
-        .into_iter()
-        .map(|d| d.join("hello"))
-        .collect();
+    let dirs = app_dirs(w.pid(), "hello");
     for d in &dirs {
         assert!(d.is_dir(), "{} missing", d.display());
     }
@@ -324,14 +363,14 @@ fn each_app_gets_a_limited_cgroup_under_warren_that_goes_with_it() {
     // Only the controllers warren uses: a process in a group costs the kernel work at every
     // context switch in each hierarchy, and v1's `name=systemd` belongs to systemd.
     if cgroup_v2() {
-        let enabled = read_trim(&instance_dirs(w.pid())[0].join("cgroup.subtree_control"));
+        let enabled = read_trim(&parent_dirs()[0].join("cgroup.subtree_control"));
         let mut enabled: Vec<&str> = enabled.split_whitespace().collect();
         enabled.sort_unstable();
         assert_eq!(enabled, ["cpu", "memory", "pids"]);
     } else {
         let used = ["cpu", "memory", "pids", "freezer"];
         let own = cgroup_lines(w.pid());
-        let app_group = format!("/warren/{}/hello", w.pid());
+        let app_group = format!("/warren/{}.hello", w.pid());
         // The `0::` line of a hybrid layout names no controller: it is not warren's to place.
         for p in &family {
             for (names, path) in cgroup_lines(*p).into_iter().filter(|(n, _)| !n.is_empty()) {
@@ -347,15 +386,10 @@ fn each_app_gets_a_limited_cgroup_under_warren_that_goes_with_it() {
             }
         }
     }
-    let instances = instance_dirs(w.pid());
+    let pid = w.pid();
     w.stop();
-    for d in instances {
-        assert!(
-            !d.exists(),
-            "{} left behind after warren exited",
-            d.display()
-        );
-    }
+    let left = groups_of(pid);
+    assert!(left.is_empty(), "left behind after warren exited: {left:?}");
 }
 
 /// The scheduling policy of `pid` (field 41 of `/proc/PID/stat`): 0 `SCHED_OTHER`, 3
@@ -511,21 +545,11 @@ fn groups_of_removed_apps_and_replaced_generations_go_while_warren_runs_on() {
     )));
     w.wait_workers("hello", 2);
     w.wait_workers("gone", 1);
-    // The app groups in each controller's instance group, by name.
+    // This warren's app groups in each controller's hierarchy, by app name.
     let groups = || -> Vec<Vec<String>> {
-        instance_dirs(w.pid())
+        parent_dirs()
             .iter()
-            .map(|d| {
-                let mut names: Vec<String> = std::fs::read_dir(d)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter(|e| e.path().is_dir())
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect();
-                names.sort();
-                names
-            })
+            .map(|d| app_groups_in(d, w.pid()))
             .collect()
     };
     for names in groups() {
@@ -616,7 +640,8 @@ fn groups_left_by_a_killed_warren_are_removed_by_the_next_one() {
     }
     let mut crashed = Warren::start(&hello_config(""));
     crashed.wait_workers("hello", 2);
-    let left = instance_dirs(crashed.pid());
+    let left = groups_of(crashed.pid());
+    assert!(!left.is_empty(), "the crashed warren had groups");
     let family = support::descendants(crashed.pid());
     assert!(family.len() >= 3, "a zygote and two workers: {family:?}");
     // SIGKILL to warren alone: the app's processes die with it, by their parent-death signals.
@@ -641,19 +666,24 @@ fn groups_left_by_a_killed_warren_are_removed_by_the_next_one() {
         c.wait().unwrap();
         c.id()
     };
-    let ghost_dirs: Vec<PathBuf> = instance_dirs(gone)
-        .into_iter()
-        .map(|d| d.join("ghost"))
-        .collect();
+    let ghost_dirs = app_dirs(gone, "ghost");
     let mut sleeper = Command::new("sleep").arg("600").spawn().unwrap();
     for d in &ghost_dirs {
         std::fs::create_dir_all(d).unwrap();
         std::fs::write(d.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
     }
+    // And one of the older layout, `warren/<pid>/<app>`.
+    let old_layout: Vec<PathBuf> = parent_dirs()
+        .into_iter()
+        .map(|d| d.join(gone.to_string()))
+        .collect();
+    for d in &old_layout {
+        std::fs::create_dir_all(d.join("ghost")).unwrap();
+    }
 
     let next = Warren::start(&hello_config(""));
     next.wait_workers("hello", 2);
-    for d in left.iter().chain(ghost_dirs.iter()) {
+    for d in left.iter().chain(&ghost_dirs).chain(&old_layout) {
         assert!(
             !d.exists(),
             "{} survived the next warren's start; log:\n{}",
@@ -671,9 +701,8 @@ fn groups_left_by_a_killed_warren_are_removed_by_the_next_one() {
     );
     let _ = sleeper.kill();
     let _ = sleeper.wait();
-    for d in instance_dirs(gone) {
-        assert!(!d.exists(), "{} left", d.display());
-    }
+    let ghosts = groups_of(gone);
+    assert!(ghosts.is_empty(), "left: {ghosts:?}");
     next.stop();
 }
 
@@ -1078,7 +1107,7 @@ fn an_unprivileged_warren_limits_its_apps_in_a_delegated_cgroup_v2() {
     // warren moved itself into the leaf, and made its groups beside it.
     let leaf = delegated.dir.join("supervisor");
     assert!(procs_in(&leaf).contains(&w.pid()), "warren is in {leaf:?}");
-    let app = delegated.dir.join(format!("warren/{}/evil", w.pid()));
+    let app = delegated.dir.join(format!("warren/{}.evil", w.pid()));
     assert_eq!(
         read_trim(&app.join("memory.max")),
         (64u64 << 20).to_string()
@@ -1109,9 +1138,10 @@ fn an_unprivileged_warren_limits_its_apps_in_a_delegated_cgroup_v2() {
     );
     w.get("good.localhost", "/").assert_ok();
 
-    let instance = delegated.dir.join(format!("warren/{}", w.pid()));
+    let pid = w.pid();
     w.stop();
-    assert!(!instance.exists(), "{instance:?} left after warren exited");
+    let left = app_groups_in(&delegated.dir.join("warren"), pid);
+    assert!(left.is_empty(), "left after warren exited: {left:?}");
 }
 
 /// On a cgroup v1 host, runs this whole file again inside a VM whose kernel mounts only cgroup
