@@ -113,7 +113,7 @@ pub struct Cgroups {
     /// `warren` or `<delegated>/warren`.
     parent: String,
     /// This process's pid, the first part of its groups' names.
-    instance: String,
+    instance: u32,
 }
 
 impl std::fmt::Debug for Cgroups {
@@ -155,7 +155,7 @@ impl Cgroups {
             Placement::Delegated(d) => format!("{d}/{PARENT}"),
         };
         let me = Cgroups {
-            instance: std::process::id().to_string(),
+            instance: std::process::id(),
             placement,
             parent,
         };
@@ -228,27 +228,9 @@ impl Cgroups {
     /// Removes `warren/<pid>.<app>` groups whose warren is gone, killing what still runs in
     /// them; returns their paths.
     pub fn clean_stale(&self) -> Vec<String> {
-        let mut removed = Vec::new();
-        for base in hierarchy_dirs() {
-            for name in child_names(&base.join(&self.parent)) {
-                let Some(pid) = instance_of(&name) else {
-                    continue;
-                };
-                if Path::new(&format!("/proc/{pid}")).exists() && pid_is_warren(pid) {
-                    continue;
-                }
-                let group = format!("{}/{name}", self.parent);
-                if !removed.contains(&group) {
-                    // A `<pid>` group of an older layout holds its app groups.
-                    for app in child_names(&base.join(&group)) {
-                        destroy(&format!("{group}/{app}"));
-                    }
-                    destroy(&group);
-                    removed.push(group);
-                }
-            }
-        }
-        removed
+        self.remove_groups_of(|pid| {
+            !(Path::new(&format!("/proc/{pid}")).exists() && pid_is_warren(pid))
+        })
     }
 
     /// Creates (or re-creates) `app`'s group with `limits`.
@@ -270,13 +252,25 @@ impl Cgroups {
     /// Removes every group of this warren still there, with what runs in them (warren is
     /// exiting).
     pub fn remove_own_groups(&self) {
-        for base in hierarchy_dirs() {
-            for name in child_names(&base.join(&self.parent)) {
-                if instance_of(&name).is_some_and(|pid| pid.to_string() == self.instance) {
-                    destroy(&format!("{}/{name}", self.parent));
+        self.remove_groups_of(|pid| pid == self.instance);
+    }
+
+    /// Removes the groups under the parent made by a warren whose pid `whose` picks, with what
+    /// runs in them (and, for a `<pid>` group of the older layout, the app groups inside);
+    /// returns their paths.
+    fn remove_groups_of(&self, whose: impl Fn(u32) -> bool) -> Vec<String> {
+        let mut removed = Vec::new();
+        for name in children(&self.parent) {
+            if instance_of(&name).is_some_and(&whose) {
+                let group = format!("{}/{name}", self.parent);
+                for app in children(&group) {
+                    destroy(&format!("{group}/{app}"));
                 }
+                destroy(&group);
+                removed.push(group);
             }
         }
+        removed
     }
 }
 
@@ -489,15 +483,20 @@ fn hierarchy_dirs() -> Vec<PathBuf> {
     }
 }
 
-fn child_names(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|it| {
+/// The names of the groups in the group at `path`, in any hierarchy (each once).
+fn children(path: &str) -> Vec<String> {
+    let mut names: Vec<String> = hierarchy_dirs()
+        .iter()
+        .filter_map(|base| std::fs::read_dir(base.join(path)).ok())
+        .flat_map(|it| {
             it.flatten()
                 .filter(|e| e.path().is_dir())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
         })
-        .unwrap_or_default()
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Kills everything in the group at `path` and removes it (best effort, bounded).

@@ -205,25 +205,20 @@ pub fn plan(policy: &Policy, host: &Host) -> Vec<Step> {
         steps.push(Step::PrivateMounts);
         // Read-only binds: /usr and library dirs, then the policy's (Python prefix, app, venv),
         // shortest path first so that a nested bind lands on top of its parent's.
-        let mut binds: Vec<(PathBuf, BindKind)> = vec![(PathBuf::from("/usr"), BindKind::ReadOnly)];
-        binds.extend(
-            host.lib_dirs
-                .iter()
-                .map(|d| (d.clone(), BindKind::ReadOnly)),
-        );
-        binds.extend(
-            policy
-                .read_only
-                .iter()
-                .map(|d| (d.clone(), BindKind::ReadOnly)),
-        );
-        binds.extend(
-            policy
-                .writable
-                .iter()
-                .map(|d| (d.clone(), BindKind::Writable)),
-        );
-        binds.extend(DEVICES.iter().map(|d| (PathBuf::from(d), BindKind::Device)));
+        let read_only = std::iter::once(Path::new("/usr"))
+            .chain(host.lib_dirs.iter().map(PathBuf::as_path))
+            .chain(policy.read_only.iter().map(PathBuf::as_path));
+        let mut binds: Vec<(PathBuf, BindKind)> = read_only
+            .map(|d| (d, BindKind::ReadOnly))
+            .chain(
+                policy
+                    .writable
+                    .iter()
+                    .map(|d| (d.as_path(), BindKind::Writable)),
+            )
+            .chain(DEVICES.iter().map(|d| (Path::new(d), BindKind::Device)))
+            .map(|(d, kind)| (d.to_path_buf(), kind))
+            .collect();
         binds.sort_by_key(|(p, _)| p.components().count());
         binds.dedup_by(|a, b| a.0 == b.0);
         steps.push(Step::OpenSources(
