@@ -287,14 +287,13 @@ fn response_parts(
         Some(Some(n)) => {
             parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
         }
-        Some(None) => {
-            if app.may_log() {
-                tracing::warn!(
-                    app = app.name(),
-                    "the app's Content-Length is not one number; the front frames the body itself"
-                );
-            }
+        Some(None) if app.may_log() => {
+            tracing::warn!(
+                app = app.name(),
+                "the app's Content-Length is not one number; the front frames the body itself"
+            );
         }
+        Some(None) => {}
     }
     Ok(parts)
 }
