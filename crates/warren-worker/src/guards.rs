@@ -1,6 +1,14 @@
 //! The Python guards (`sandbox.python_guards`): a PEP 578 audit hook that turns what the sandbox
-//! forbids into a clear Python exception naming the app's policy. A courtesy for the app's
-//! author, not the boundary (seccomp, the namespaces and Landlock are).
+//! forbids into a clear Python exception naming the app's policy and, where there is one, the
+//! setting that would allow it (`limits.threads`, `sandbox.writable`). A courtesy for the app's
+//! author, not the boundary (seccomp, the namespaces and Landlock are). Each kind of refusal is
+//! also written once per process to stderr, so that it reaches warren's log against the app
+//! even when the app catches the exception.
+//!
+//! Python 3.11 raises no audit event when a thread starts (`_thread.start_new_thread` is one
+//! from 3.12 on), so without `limits.threads` the guards also replace `_thread`'s starters with
+//! one that raises the same error: seccomp would otherwise refuse the `clone` with a bare
+//! "can't start new thread".
 //!
 //! The hook is a native one (`PySys_AddAuditHook`), not `sys.addaudithook`: no Python object
 //! holds it, so app code cannot find it (through `gc`, say) and rewrite what it checks, and
@@ -9,21 +17,58 @@
 //! Flask request raises one event, a plain WSGI hello none).
 
 use std::ffi::{CStr, c_char, c_int, c_void};
+use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use pyo3::exceptions::{PyPermissionError, PyRuntimeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple};
+
+use warren_sandbox::Policy;
 
 /// What the hook needs to know about the app, set once before it is installed.
 struct Guards {
+    /// The app's name, for the log lines.
+    app: String,
     /// "by warren's sandbox policy for app 'NAME' (sandbox.python_guards)"
     policy: String,
     threads: bool,
-    /// `_socket.socket`'s own `family` descriptor: it reads the socket's real address family,
-    /// where `socket.socket.family` is a Python property a subclass (or the app) may replace.
+    /// `_socket.socket`'s own `family` and `type` descriptors: they read the socket's real
+    /// address family and type, where `socket.socket.family` is a Python property a subclass
+    /// (or the app) may replace.
     family: Py<PyAny>,
+    kind: Py<PyAny>,
+    /// Where the sandbox lets the app write: `/tmp`, its `sandbox.writable` directories, and
+    /// `/dev` and `/proc`, whose files the kernel judges one by one.
+    writable: Vec<PathBuf>,
+}
+
+/// The kinds of refusal already written to stderr by this process (bits of [`Refusal`]).
+static NOTED: AtomicU32 = AtomicU32::new(0);
+
+/// What the guards refuse, for the once-per-process log line.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Process = 1,
+    Thread = 2,
+    Library = 4,
+    Connect = 8,
+    Listen = 16,
+    Write = 32,
+}
+
+/// Writes `message` to stderr (warren logs it against the app) the first time this process
+/// refuses something of `kind`.
+fn note_once(guards: &Guards, kind: Refusal, message: &str) {
+    let bit = kind as u32;
+    if NOTED.fetch_or(bit, Relaxed) & bit == 0 {
+        eprintln!(
+            "warren-worker: app {}: refused ({kind:?}, logged once): {message}",
+            guards.app
+        );
+    }
 }
 
 static GUARDS: OnceLock<Guards> = OnceLock::new();
@@ -36,18 +81,24 @@ unsafe extern "C" {
     ) -> c_int;
 }
 
-/// Installs the guards for `app`; `threads` is the app's `limits.threads`. Once per process.
-pub fn install(py: Python<'_>, app: &str, threads: bool) -> PyResult<()> {
-    let family = py
+/// Installs the guards for the app `policy` confines. Once per process.
+pub fn install(py: Python<'_>, policy: &Policy) -> PyResult<()> {
+    let socket = py
         .import("_socket")?
         .getattr("socket")?
-        .getattr("__dict__")?
-        .get_item("family")?
-        .unbind();
+        .getattr("__dict__")?;
+    let app = &policy.app;
     let guards = Guards {
+        app: app.clone(),
         policy: format!("by warren's sandbox policy for app '{app}' (sandbox.python_guards)"),
-        threads,
-        family,
+        threads: policy.threads,
+        family: socket.get_item("family")?.unbind(),
+        kind: socket.get_item("type")?.unbind(),
+        writable: ["/tmp", "/dev", "/proc"]
+            .into_iter()
+            .map(PathBuf::from)
+            .chain(policy.writable.iter().cloned())
+            .collect(),
     };
     if GUARDS.set(guards).is_err() {
         return Err(PyRuntimeError::new_err(
@@ -58,7 +109,50 @@ pub fn install(py: Python<'_>, app: &str, threads: bool) -> PyResult<()> {
     if unsafe { PySys_AddAuditHook(hook, std::ptr::null_mut()) } != 0 {
         return Err(PyErr::fetch(py));
     }
+    if !policy.threads {
+        replace_thread_starters(py)?;
+    }
     Ok(())
+}
+
+/// Puts [`refuse_thread`] in place of `_thread`'s thread starters (and `threading`'s copies,
+/// if it was imported already), for the Pythons that raise no audit event for them.
+fn replace_thread_starters(py: Python<'_>) -> PyResult<()> {
+    let refuse = wrap_pyfunction!(refuse_thread, py)?;
+    let thread = py.import("_thread")?;
+    for name in ["start_new_thread", "start_new", "start_joinable_thread"] {
+        if thread.hasattr(name)? {
+            thread.setattr(name, &refuse)?;
+        }
+    }
+    let modules = py.import("sys")?.getattr("modules")?;
+    if let Ok(threading) = modules.get_item("threading") {
+        for name in ["_start_new_thread", "_start_joinable_thread"] {
+            if threading.hasattr(name)? {
+                threading.setattr(name, &refuse)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn thread_error(guards: &Guards) -> PyErr {
+    let message = format!(
+        "threads are disabled {}; set limits.threads = true to allow them",
+        guards.policy
+    );
+    note_once(guards, Refusal::Thread, &message);
+    PyRuntimeError::new_err(message)
+}
+
+/// `_thread.start_new_thread` of an app without `limits.threads`.
+#[pyfunction]
+#[pyo3(signature = (*_args, **_kwargs))]
+fn refuse_thread(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    match GUARDS.get() {
+        Some(guards) => Err(thread_error(guards)),
+        None => Err(PyRuntimeError::new_err("can't start new thread")),
+    }
 }
 
 /// What the guards refuse, by event name: `Some(what is refused)`.
@@ -100,24 +194,28 @@ unsafe extern "C" fn hook(event: *const c_char, args: *mut ffi::PyObject, _: *mu
     -1
 }
 
+/// A `PermissionError` carrying `message`, also written to stderr once for its kind.
+fn permission(guards: &Guards, kind: Refusal, message: String) -> PyErr {
+    note_once(guards, kind, &message);
+    PyPermissionError::new_err(message)
+}
+
 /// The exception for `event`, if the guards refuse it.
 fn check(py: Python<'_>, guards: &Guards, event: &[u8], args: *mut ffi::PyObject) -> Option<PyErr> {
     let policy = &guards.policy;
     if let Some(what) = process_event(event) {
-        return Some(PyPermissionError::new_err(format!(
-            "{what} is disabled {policy}: a worker runs one process and no other program"
-        )));
+        return Some(permission(
+            guards,
+            Refusal::Process,
+            format!("{what} is disabled {policy}: a worker runs one process and no other program"),
+        ));
     }
     if event == b"_thread.start_new_thread" {
-        return (!guards.threads).then(|| {
-            PyRuntimeError::new_err(format!(
-                "threads are disabled {policy}; set limits.threads = true to allow them"
-            ))
-        });
+        return (!guards.threads).then(|| thread_error(guards));
     }
     if !matches!(
         event,
-        b"ctypes.dlopen" | b"socket.connect" | b"socket.sendto"
+        b"ctypes.dlopen" | b"socket.connect" | b"socket.sendto" | b"socket.bind" | b"open"
     ) || args.is_null()
     {
         return None;
@@ -129,24 +227,111 @@ fn check(py: Python<'_>, guards: &Guards, event: &[u8], args: *mut ffi::PyObject
     let repr = |o: Bound<'_, PyAny>| o.repr().map_or_else(|_| "?".into(), |r| r.to_string());
     if event == b"ctypes.dlopen" {
         let name = arg(0).filter(|n| !n.is_none())?;
-        return Some(PyPermissionError::new_err(format!(
-            "loading native library {} through ctypes is disabled {policy}",
-            repr(name)
-        )));
+        return Some(permission(
+            guards,
+            Refusal::Library,
+            format!(
+                "loading native library {} through ctypes is disabled {policy}",
+                repr(name)
+            ),
+        ));
     }
-    // socket.connect and socket.sendto: (socket, address, ...); AF_INET and AF_INET6 only.
+    if event == b"open" {
+        // (path, mode, flags): a mode string from `open()`, None and flags from `os.open()`.
+        let path = arg(0)?;
+        let mode = arg(1)?;
+        let writes = match mode.extract::<String>() {
+            Ok(m) => m.contains(['w', 'a', 'x', '+']),
+            Err(_) => arg(2)?.extract::<i32>().ok()? & WRITE_FLAGS != 0,
+        };
+        if !writes {
+            return None;
+        }
+        let path: PathBuf = py
+            .import("os")
+            .ok()?
+            .call_method1("fsdecode", (path,))
+            .ok()?
+            .extract::<String>()
+            .ok()?
+            .into();
+        let target = resolve(&path)?;
+        if guards.writable.iter().any(|w| target.starts_with(w)) {
+            return None;
+        }
+        return Some(permission(
+            guards,
+            Refusal::Write,
+            format!(
+                "writing {} is refused {policy}: the app's files are read-only; list a \
+                 directory in sandbox.writable to write there, or write under /tmp \
+                 (limits.tmp_mb)",
+                path.display()
+            ),
+        ));
+    }
+    // socket.connect, socket.sendto, socket.bind: (socket, address, ...); AF_INET and
+    // AF_INET6 only (and for bind, TCP only: what Landlock refuses).
     let sock = arg(0)?;
-    let family = guards
-        .family
-        .bind(py)
-        .call_method1("__get__", (&sock,))
-        .ok()?;
-    let family = family.extract::<i64>().ok()?;
+    let get = |descriptor: &Py<PyAny>| {
+        descriptor
+            .bind(py)
+            .call_method1("__get__", (&sock,))
+            .ok()?
+            .extract::<i64>()
+            .ok()
+    };
+    let family = get(&guards.family)?;
     let address = arg(1)?;
-    (family == i64::from(libc::AF_INET) || family == i64::from(libc::AF_INET6)).then(|| {
-        PyPermissionError::new_err(format!(
+    if family != i64::from(libc::AF_INET) && family != i64::from(libc::AF_INET6) {
+        return None;
+    }
+    if event == b"socket.bind" {
+        return (get(&guards.kind)? == i64::from(libc::SOCK_STREAM)).then(|| {
+            permission(
+                guards,
+                Refusal::Listen,
+                format!(
+                    "listening on {} is disabled {policy}: a worker's requests come from warren",
+                    repr(address)
+                ),
+            )
+        });
+    }
+    Some(permission(
+        guards,
+        Refusal::Connect,
+        format!(
             "outbound network connections ({}) are disabled {policy}",
             repr(address)
-        ))
-    })
+        ),
+    ))
+}
+
+/// `os.open` flags that write.
+const WRITE_FLAGS: i32 =
+    libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND;
+
+/// Where a write to `path` lands: absolute, `.` and `..` taken out, and its directory's
+/// symbolic links followed (the file itself may not exist yet). `None` when the directory does
+/// not exist: the open fails by itself then.
+fn resolve(path: &Path) -> Option<PathBuf> {
+    let absolute = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir().ok()?.join(path)
+    };
+    let mut clean = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    let name = clean.file_name()?.to_owned();
+    let dir = std::fs::canonicalize(clean.parent()?).ok()?;
+    Some(dir.join(name))
 }

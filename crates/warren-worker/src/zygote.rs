@@ -118,7 +118,7 @@ pub fn run(spec: AppSpec) -> ! {
     }
     Python::attach(|py| {
         if let Some(policy) = spec.sandbox.as_ref().filter(|p| p.python_guards)
-            && let Err(e) = guards::install(py, &spec.name, policy.threads)
+            && let Err(e) = guards::install(py, policy)
         {
             e.display(py);
             std::process::exit(EXIT_SANDBOX_FAILED);

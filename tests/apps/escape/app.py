@@ -320,7 +320,7 @@ def fork_exec_sh():
 
 
 def refused_by_guard(exc):
-    return isinstance(exc, PermissionError) and "sandbox" in str(exc)
+    return isinstance(exc, (PermissionError, RuntimeError)) and "sandbox" in str(exc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1128,8 +1128,9 @@ def attack_audit_tamper(q):
 
 
 def attack_guards(q):
-    """subprocess.run, os.system, a named library and a TCP connect must each be refused by the
-    guards (PermissionError naming the app and the sandbox policy)."""
+    """subprocess.run, os.system, a named library, a TCP connect, a TCP listener and a write to
+    the app's own directory must each be refused by the guards (PermissionError naming the app
+    and the sandbox policy), and a thread (RuntimeError naming limits.threads)."""
     port = int(q["port"])
 
     def named_library():
@@ -1148,12 +1149,30 @@ def attack_guards(q):
             s.settimeout(2)
             s.connect(("127.0.0.1", port))
 
+    def thread():
+        threading.Thread(target=lambda: None).start()
+
+    def listen():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+
+    def write_app_dir():
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "written"), "w") as f:
+            f.write("x")
+
+    def os_open_app_dir():
+        os.close(os.open(os.path.abspath(__file__) + ".new", os.O_WRONLY | os.O_CREAT, 0o600))
+
     attempts = {
         "subprocess": lambda: subprocess.run(["true"]),
         "os_system": lambda: os.system("true"),
         "cdll": named_library,
         "connect": connect,
         "connect_disguised": connect_disguised,
+        "thread": thread,
+        "listen": listen,
+        "write_app_dir": write_app_dir,
+        "os_open_app_dir": os_open_app_dir,
     }
     results = {}
     raised = {}
