@@ -98,22 +98,22 @@ pub fn find(how: How, dir: &Path, path: &CleanPath) -> Result<Found, Errno> {
 fn lookup(how: How, dir: &Path, path: &CleanPath) -> Result<Found, Errno> {
     let root = open_dir(how, dir)?;
     let segments: Vec<&str> = path.segments.iter().map(String::as_str).collect();
+    if path.trailing_slash {
+        // A directory is asked for: opened as one (a file there is ENOTDIR, a 404, as
+        // `ServeDir` answered), so that nothing else is ever opened for reading, then its index.
+        let dir = open_beneath(how, root.as_fd(), &segments, DIR)?;
+        let index = open_beneath(how, dir.as_fd(), &["index.html"], READ)?;
+        let stat = rustix::fs::fstat(&index)?;
+        return Ok(match FileType::from_raw_mode(stat.st_mode) {
+            FileType::RegularFile => regular(index, &stat),
+            _ => Found::Refused(Refusal::NotRegular),
+        });
+    }
     let fd = open_beneath(how, root.as_fd(), &segments, READ)?;
     let stat = rustix::fs::fstat(&fd)?;
     Ok(match FileType::from_raw_mode(stat.st_mode) {
-        // `a.txt/` names no file (as `ServeDir` answered).
-        FileType::RegularFile if path.trailing_slash => Found::Refused(Refusal::Missing),
         FileType::RegularFile => regular(fd, &stat),
-        FileType::Directory if !path.trailing_slash => Found::Directory,
-        FileType::Directory => {
-            let index = open_beneath(how, fd.as_fd(), &["index.html"], READ)?;
-            let stat = rustix::fs::fstat(&index)?;
-            if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile {
-                regular(index, &stat)
-            } else {
-                Found::Refused(Refusal::NotRegular)
-            }
-        }
+        FileType::Directory => Found::Directory,
         _ => Found::Refused(Refusal::NotRegular),
     })
 }
@@ -301,7 +301,7 @@ mod tests {
             symlink("/proc/self/root/etc/passwd", site.join("magic")).unwrap();
             symlink(t.join("secret"), site.join("sub/index-link")).unwrap();
             std::fs::hard_link(t.join("secret"), site.join("hard")).unwrap();
-            rustix::fs::mkfifoat(rustix::fs::CWD, &site.join("fifo"), Mode::RUSR | Mode::WUSR)
+            rustix::fs::mkfifoat(rustix::fs::CWD, site.join("fifo"), Mode::RUSR | Mode::WUSR)
                 .unwrap();
             std::fs::create_dir(site.join("linkindex")).unwrap();
             symlink(site.join("a.txt"), site.join("linkindex/index.html")).unwrap();
@@ -360,6 +360,7 @@ mod tests {
         check(how, &site, "/sub/index-link", Refused(Symlink));
         check(how, &site, "/hard", Refused(HardLinked));
         check(how, &site, "/fifo", Refused(NotRegular));
+        check(how, &site, "/fifo/", Refused(Missing));
         // The static directory itself behind a symlink, or below one.
         check(how, &t.join("site-link"), "/a.txt", Refused(Symlink));
         check(how, &t.join("parent-link/site"), "/a.txt", Refused(Symlink));
@@ -381,7 +382,7 @@ mod tests {
         #[track_caller]
         fn check(names: &[&str], last: OFlags, expected: Result<(), Errno>) {
             let tree = Tree::new();
-            let site = rustix::fs::open(&tree.site(), DIR, Mode::empty()).unwrap();
+            let site = rustix::fs::open(tree.site(), DIR, Mode::empty()).unwrap();
             let names: Vec<&OsStr> = names.iter().map(OsStr::new).collect();
             let got = walk_nofollow(site.as_fd(), &names, last).map(drop);
             assert_eq!(got, expected, "{names:?}");
@@ -403,7 +404,7 @@ mod tests {
         #[track_caller]
         fn check(how: How, segments: &[&str]) {
             let tree = Tree::new();
-            let site = rustix::fs::open(&tree.site(), DIR, Mode::empty()).unwrap();
+            let site = rustix::fs::open(tree.site(), DIR, Mode::empty()).unwrap();
             let got = open_beneath(how, site.as_fd(), segments, READ).map(drop);
             assert_eq!(got, Err(Errno::XDEV), "{how:?} {segments:?}");
         }
