@@ -7,15 +7,15 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tower_http::services::fs::ServeFileSystemResponseBody;
-
 use warren_master::ResponseBody;
+
+use crate::static_files::StaticBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub enum FrontBody {
     Master(ResponseBody),
-    Static(ServeFileSystemResponseBody),
+    Static(StaticBody),
     Message(Option<Bytes>),
 }
 

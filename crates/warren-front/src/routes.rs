@@ -1,13 +1,18 @@
 //! Which app a request is for: by `Host`, then by static URL prefix within the app.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
 
 use warren_config::Config;
 
 /// A static directory of an app, ready to serve.
 pub struct StaticRoute {
     pub prefix: String,
-    pub serve: tower_http::services::ServeDir,
+    /// Absolute and canonical (the config resolved it): opened afresh for each request, with
+    /// no symlink followed (`static_files`), so a directory swapped for a symlink since is
+    /// refused rather than followed.
+    pub dir: Arc<Path>,
 }
 
 pub struct Routes {
@@ -30,8 +35,7 @@ impl Routes {
                     .iter()
                     .map(|s| StaticRoute {
                         prefix: s.prefix.clone(),
-                        serve: tower_http::services::ServeDir::new(&s.dir)
-                            .append_index_html_on_directories(true),
+                        dir: Arc::from(s.dir.as_path()),
                     })
                     .collect(),
             );

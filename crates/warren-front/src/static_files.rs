@@ -1,143 +1,176 @@
-//! Static files, served by the front as SAE's nginx did: `tower-http`'s `ServeDir` does the
-//! path checks (no `..`, no escaping the directory), content types, `Last-Modified`,
-//! `If-Modified-Since` and `Range`; this module adds the `ETag` / `If-None-Match` pair it lacks,
-//! derived like nginx's from modification time and size, so no file is read to compute it.
+//! Static files, served by the front itself as SAE's nginx did, with no symlink followed.
+//!
+//! The front runs as root on the host and a tenant may write into a static directory (its
+//! `sandbox.writable`, or its own deploy), so a file is served only if it is reached beneath its
+//! static directory with no symlink at any component (the directory's own path included), is
+//! a regular file, and has one link (`open.rs`). What is left is the HTTP side:
+//!
+//! - `decide.rs` (pure): the request path decoded and checked (`..`, NUL, backslash refused),
+//!   conditional requests (`If-Match`, `If-Unmodified-Since`, `If-None-Match`,
+//!   `If-Modified-Since`, `If-Range`) and single byte ranges (several ranges get the whole
+//!   file). The `ETag` is derived like nginx's from modification time and size, so no file is
+//!   read to compute it.
+//! - `stream.rs`: the body, read from the open descriptor in 64 KiB chunks.
+//!
+//! This module ties them: GET and HEAD only (405 with `Allow: GET,HEAD` otherwise, as
+//! `ServeDir` answered), the opens on the blocking pool, 404 for anything refused (with a
+//! debug line saying why; a tenant can cause them at will, so never louder), a 307 to `path/`
+//! for a directory asked without its slash, then the headers `ServeDir` sent: `Content-Type`
+//! from the extension, `Content-Length`, `Accept-Ranges`, `Last-Modified`, `ETag`.
 
-use http::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_NONE_MATCH, LAST_MODIFIED};
-use http::{HeaderValue, Request, Response, StatusCode};
-use tower::ServiceExt;
+mod decide;
+mod open;
+mod stream;
+
+use http::header::{
+    ACCEPT_RANGES, ALLOW, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MATCH,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, LOCATION,
+    RANGE,
+};
+use http::{HeaderValue, Method, Response, StatusCode};
+
+pub use stream::StaticBody;
 
 use crate::body::FrontBody;
 use crate::rescue;
 use crate::routes::StaticRoute;
+use decide::{Answer, Conditions, Validators};
+use open::Found;
 
 pub async fn serve(route: &StaticRoute, parts: &http::request::Parts) -> Response<FrontBody> {
-    let path = parts.uri.path();
-    let rest = &path[route.prefix.len()..];
-    let rest = if rest.is_empty() { "/" } else { rest };
-    let mut inner = Request::new(());
-    *inner.method_mut() = parts.method.clone();
-    *inner.uri_mut() = match rest.parse() {
-        Ok(u) => u,
-        Err(_) => return rescue::plain(StatusCode::BAD_REQUEST, "bad path\n"),
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        let mut resp = status(StatusCode::METHOD_NOT_ALLOWED);
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET,HEAD"));
+        return resp;
+    }
+    let full = parts.uri.path();
+    let Some(path) = decide::clean_path(&full[route.prefix.len()..]) else {
+        tracing::debug!(path = full, "static path refused");
+        return not_found();
     };
-    *inner.headers_mut() = parts.headers.clone();
-    let resp = match route.serve.clone().oneshot(inner).await {
-        Ok(r) => r,
-        Err(never) => match never {},
+    // The type follows the name asked for (a directory's is its index's).
+    let name = if path.trailing_slash {
+        "index.html"
+    } else {
+        path.segments.last().map_or("", String::as_str)
     };
-    let etag = etag(&resp);
-    if let Some(tag) = &etag
-        && let Some(inm) = parts.headers.get(IF_NONE_MATCH)
-        && matches_etag(inm.as_bytes(), tag.as_bytes())
-    {
-        let mut not_modified = Response::new(FrontBody::Message(None));
-        *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
-        not_modified.headers_mut().insert(ETAG, tag.clone());
-        if let Some(lm) = resp.headers().get(LAST_MODIFIED) {
-            not_modified.headers_mut().insert(LAST_MODIFIED, lm.clone());
+    let content_type = mime_guess::from_path(name)
+        .first_raw()
+        .unwrap_or("application/octet-stream");
+    let dir = route.dir.clone();
+    let found =
+        tokio::task::spawn_blocking(move || open::find(open::How::detect(), &dir, &path)).await;
+    match found {
+        Ok(Ok(Found::File { file, validators })) => respond(parts, file, &validators, content_type),
+        Ok(Ok(Found::Directory)) => redirect(parts),
+        Ok(Ok(Found::Refused(why))) => {
+            tracing::debug!(path = full, ?why, "static file refused");
+            not_found()
         }
-        return not_modified;
+        Ok(Err(errno)) => {
+            tracing::warn!(path = full, dir = %route.dir.display(), error = %errno, "static file failed");
+            rescue::plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the static file could not be opened\n",
+            )
+        }
+        Err(join) => {
+            tracing::warn!(path = full, error = %join, "static file lookup failed");
+            rescue::plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the static file could not be opened\n",
+            )
+        }
     }
-    let mut resp = resp.map(FrontBody::Static);
-    if let Some(tag) = etag {
-        resp.headers_mut().insert(ETAG, tag);
-    }
+}
+
+fn respond(
+    parts: &http::request::Parts,
+    file: std::fs::File,
+    v: &Validators,
+    content_type: &'static str,
+) -> Response<FrontBody> {
+    let header = |name| parts.headers.get(name).map(HeaderValue::as_bytes);
+    let conditions = Conditions {
+        if_match: header(IF_MATCH),
+        if_none_match: header(IF_NONE_MATCH),
+        if_modified_since: header(IF_MODIFIED_SINCE),
+        if_unmodified_since: header(IF_UNMODIFIED_SINCE),
+        range: header(RANGE),
+        if_range: header(IF_RANGE),
+    };
+    let etag = ascii(v.etag());
+    let last_modified = ascii(v.last_modified());
+    let (mut resp, range) = match decide::answer(&conditions, v) {
+        Answer::NotModified => {
+            let mut resp = status(StatusCode::NOT_MODIFIED);
+            resp.headers_mut().insert(ETAG, etag);
+            resp.headers_mut().insert(LAST_MODIFIED, last_modified);
+            return resp;
+        }
+        Answer::PreconditionFailed => return status(StatusCode::PRECONDITION_FAILED),
+        Answer::Unsatisfiable => {
+            let mut resp = status(StatusCode::RANGE_NOT_SATISFIABLE);
+            let h = resp.headers_mut();
+            h.insert(CONTENT_RANGE, ascii(format!("bytes */{}", v.len)));
+            h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            h.insert(ETAG, etag);
+            h.insert(LAST_MODIFIED, last_modified);
+            return resp;
+        }
+        Answer::Whole => (Response::new(()), (0, v.len)),
+        Answer::Part { start, end } => {
+            let mut resp = Response::new(());
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            resp.headers_mut().insert(
+                CONTENT_RANGE,
+                ascii(format!("bytes {start}-{end}/{}", v.len)),
+            );
+            (resp, (start, end - start + 1))
+        }
+    };
+    let (offset, len) = range;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(LAST_MODIFIED, last_modified);
+    h.insert(ETAG, etag);
+    let body = if parts.method == Method::HEAD {
+        StaticBody::empty()
+    } else {
+        StaticBody::new(file, offset, len)
+    };
+    resp.map(|()| FrontBody::Static(body))
+}
+
+/// 307 to the same path with a `/` added (and the query kept), as `ServeDir` redirected.
+fn redirect(parts: &http::request::Parts) -> Response<FrontBody> {
+    let location = match parts.uri.query() {
+        Some(q) => format!("{}/?{q}", parts.uri.path()),
+        None => format!("{}/", parts.uri.path()),
+    };
+    // A request path is visible ASCII, so this only fails for a URI hyper would not parse.
+    let Ok(location) = HeaderValue::from_str(&location) else {
+        return not_found();
+    };
+    let mut resp = status(StatusCode::TEMPORARY_REDIRECT);
+    resp.headers_mut().insert(LOCATION, location);
     resp
 }
 
-/// `"<mtime>-<size>"` from the response's own headers, for 200, 206 and 304 responses.
-fn etag<B>(resp: &Response<B>) -> Option<HeaderValue> {
-    let h = resp.headers();
-    let modified = httpdate_secs(h.get(LAST_MODIFIED)?.to_str().ok()?)?;
-    let size: u64 = match resp.status() {
-        StatusCode::OK => h.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()?,
-        StatusCode::PARTIAL_CONTENT => h
-            .get(CONTENT_RANGE)?
-            .to_str()
-            .ok()?
-            .rsplit('/')
-            .next()?
-            .parse()
-            .ok()?,
-        _ => return None,
-    };
-    HeaderValue::from_str(&format!("\"{modified:x}-{size:x}\"")).ok()
+fn not_found() -> Response<FrontBody> {
+    rescue::plain(StatusCode::NOT_FOUND, "not found\n")
 }
 
-/// Seconds since the epoch of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only
-/// form `ServeDir` writes.
-fn httpdate_secs(s: &str) -> Option<u64> {
-    let mut it = s.split([' ', ':']);
-    let _weekday = it.next()?;
-    let day: u64 = it.next()?.parse().ok()?;
-    let month = match it.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = it.next()?.parse().ok()?;
-    let (h, m, sec): (u64, u64, u64) = (
-        it.next()?.parse().ok()?,
-        it.next()?.parse().ok()?,
-        it.next()?.parse().ok()?,
-    );
-    // Days from civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp as i64 + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days)
-        .ok()
-        .map(|d| d * 86_400 + h * 3600 + m * 60 + sec)
+fn status(status: StatusCode) -> Response<FrontBody> {
+    let mut resp = Response::new(FrontBody::Message(None));
+    *resp.status_mut() = status;
+    resp
 }
 
-/// Whether an `If-None-Match` value matches `tag` (weak comparison, `*` matches anything).
-fn matches_etag(header: &[u8], tag: &[u8]) -> bool {
-    let Ok(header) = std::str::from_utf8(header) else {
-        return false;
-    };
-    header
-        .split(',')
-        .map(str::trim)
-        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/").as_bytes() == tag)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_parse() {
-        assert_eq!(
-            httpdate_secs("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(784_111_777)
-        );
-        assert_eq!(httpdate_secs("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(httpdate_secs("garbage"), None);
-    }
-
-    #[test]
-    fn etag_matching() {
-        let check =
-            |h: &str, want: bool| assert_eq!(matches_etag(h.as_bytes(), b"\"a-1\""), want, "{h}");
-        check("\"a-1\"", true);
-        check("W/\"a-1\"", true);
-        check("\"x\", \"a-1\"", true);
-        check("*", true);
-        check("\"a-2\"", false);
-    }
+/// A header value made of digits, hex, quotes and an HTTP date: always valid.
+fn ascii(s: String) -> HeaderValue {
+    HeaderValue::try_from(s).expect("an ASCII header value")
 }
