@@ -51,7 +51,7 @@ pub struct Config {
     /// The file it came from (kept so later messages can point back at it).
     pub file: PathBuf,
     pub server: Server,
-    /// Apps in name order, so that every run assigns them the same indices.
+    /// Apps in name order (new apps are given their uids in this order).
     pub apps: Vec<App>,
 }
 
