@@ -109,6 +109,12 @@ fn run(cli: Cli) -> Result<()> {
                 };
                 println!("{app}: hosts {:?}, {workers}, {uid}{env}", app.hosts);
             }
+            if !nix_is_root() {
+                println!(
+                    "(not root: the apps run as warren's own uid, which their writable \
+                     directories must belong to)"
+                );
+            }
             println!(
                 "identities: {}",
                 config
