@@ -360,6 +360,8 @@ fn bad_limits_and_sandbox_name_key_and_reason() {
             "apps.a.env.WARREN_LOG: `WARREN_LOG` cannot be set",
         ),
         ("env = { PIN = 1234 }\n", "apps.a.env.PIN: must be a string"),
+        ("env = { K = s3cr3t }\n", "line 4"),
+        ("env = { K = \"s3cr3t }\n", "line 4"),
         (
             "env = \"s3cr3t\"\n",
             "apps.a.env: must be a table of strings",
