@@ -17,6 +17,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod env;
+pub mod identity;
+
+pub use env::{Env, check_key, parse_env_file};
+
 /// Where the bundled example config lives, relative to the working directory.
 pub const DEFAULT_CONFIG: &str = "config/warren.toml";
 
@@ -36,6 +41,8 @@ pub enum ConfigError {
         key: String,
         reason: String,
     },
+    #[error("{0}")]
+    Identities(#[from] identity::IdentityError),
 }
 
 /// The whole validated configuration.
@@ -44,7 +51,7 @@ pub struct Config {
     /// The file it came from (kept so later messages can point back at it).
     pub file: PathBuf,
     pub server: Server,
-    /// Apps in name order, so that every run assigns them the same indices.
+    /// Apps in name order (new apps are given their uids in this order).
     pub apps: Vec<App>,
 }
 
@@ -69,6 +76,9 @@ pub struct Server {
     pub threads: usize,
     /// First uid of the per-app unprivileged ids (see [`App::uid`]).
     pub sandbox_uid_base: u32,
+    /// warren's state (the app identities, [`identity`]): `server.state_dir`, by default
+    /// `.warren/` beside the config file. May not exist yet; `warren serve` creates it.
+    pub state_dir: PathBuf,
     /// A file whose modification (`touch`) reloads the config, as SIGHUP does.
     pub touch_reload: Option<PathBuf>,
     /// Where `/metrics` (Prometheus text format) is served; loopback is advised.
@@ -109,9 +119,13 @@ pub struct App {
     pub limits: Limits,
     /// `[apps.NAME.sandbox]`: how its processes are confined.
     pub sandbox: Sandbox,
-    /// The unprivileged uid (and gid) outside that root inside the app's sandbox maps to:
-    /// `server.sandbox_uid_base` plus the app's position in name order.
+    /// The unprivileged uid (and gid) outside that root inside the app's sandbox maps to: the
+    /// app's recorded identity ([`identity`]), or for an app not recorded yet the uid it
+    /// would get. `warren serve` records it ([`record_identities`]) before using it.
     pub uid: u32,
+    /// Variables added to warren's minimum environment: the `env_files` in order, then `env`.
+    /// Its `Debug` shows the keys only.
+    pub env: Env,
     /// Files whose modification (`touch`) redeploys this app: new zygote and workers first,
     /// then the old ones drain.
     pub touch_reload: Vec<PathBuf>,
@@ -221,7 +235,8 @@ pub struct Sandbox {
     pub optional: Vec<String>,
     /// Extra directories bound read-only, at their own paths.
     pub readable: Vec<PathBuf>,
-    /// Directories bound read-write, at their own paths.
+    /// Directories bound read-write, at their own paths. Each must belong to the app's uid;
+    /// one that does not exist yet (its parent does) is created by warren for it.
     pub writable: Vec<PathBuf>,
 }
 
@@ -268,6 +283,7 @@ struct ServerFile {
     threads: Option<usize>,
     #[serde(default = "default_uid_base")]
     sandbox_uid_base: u32,
+    state_dir: Option<String>,
     touch_reload: Option<String>,
     admin: Option<String>,
     max_workers: Option<usize>,
@@ -294,6 +310,7 @@ impl Default for ServerFile {
             body_timeout_s: default_body_timeout_s(),
             threads: None,
             sandbox_uid_base: default_uid_base(),
+            state_dir: None,
             touch_reload: None,
             admin: None,
             max_workers: None,
@@ -348,6 +365,10 @@ struct AppFile {
     #[serde(default)]
     touch_reload: Vec<String>,
     warmup: Option<String>,
+    /// Values checked by hand: serde's error for a wrong type would quote the value.
+    env: Option<toml::Value>,
+    #[serde(default)]
+    env_files: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -627,7 +648,15 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             "must be at least 1000 (an unprivileged id) and leave room for 65536 apps".into(),
         ));
     }
-    for (index, (name, app)) in raw.apps.into_iter().enumerate() {
+    let state_dir =
+        resolve_maybe_missing(base, raw.server.state_dir.as_deref().unwrap_or(".warren"))
+            .map_err(|reason| invalid("server.state_dir".into(), reason))?;
+    // The uids as recorded, or as they would be given (see `record_identities`).
+    let names: Vec<&str> = raw.apps.keys().map(String::as_str).collect();
+    let uids = identity::assign(&identity::read(&state_dir)?, &names, uid_base)
+        .map_err(|e| invalid("server.sandbox_uid_base".into(), e.to_string()))?
+        .uids;
+    for (name, app) in raw.apps {
         let key = |k: &str| format!("apps.{name}.{k}");
         if name.is_empty()
             || !name
@@ -760,12 +789,15 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
                 "a warm-up path starts with '/' and has no control characters".into(),
             ));
         }
+        let env = validate_env(app.env, &app.env_files, base, &key)
+            .map_err(|(k, reason)| invalid(k, reason))?;
         apps.push(App {
             warmup: app.warmup,
             touch_reload,
             limits,
             sandbox,
-            uid: uid_base + index as u32,
+            uid: uids[&name],
+            env,
             name,
             path,
             module,
@@ -782,6 +814,7 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
     }
 
     apps_apart(&apps).map_err(|(key, reason)| invalid(key, reason))?;
+    writable_apart(&apps, base, &state_dir).map_err(|(key, reason)| invalid(key, reason))?;
     Ok(Config {
         file: file.to_owned(),
         server: Server {
@@ -793,6 +826,7 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             body_timeout,
             threads,
             sandbox_uid_base: uid_base,
+            state_dir,
             admin,
             max_workers: raw.server.max_workers,
             scheduling,
@@ -888,18 +922,116 @@ fn validate_sandbox(
             ));
         }
     }
-    let dirs = |list: &[String], k: &str| -> Result<Vec<PathBuf>, (String, String)> {
-        list.iter()
-            .map(|d| resolve_dir(base, d).map_err(|reason| (key(k), reason)))
-            .collect()
-    };
+    let readable = s
+        .readable
+        .iter()
+        .map(|d| resolve_dir(base, d).map_err(|reason| (key("sandbox.readable"), reason)))
+        .collect::<Result<_, _>>()?;
+    // A writable directory may not exist yet: warren creates it, owned by the app's uid.
+    let writable = s
+        .writable
+        .iter()
+        .map(|d| resolve_maybe_missing(base, d).map_err(|reason| (key("sandbox.writable"), reason)))
+        .collect::<Result<_, _>>()?;
     Ok(Sandbox {
         enabled: s.enabled,
         python_guards: s.python_guards,
-        readable: dirs(&s.readable, "sandbox.readable")?,
-        writable: dirs(&s.writable, "sandbox.writable")?,
+        readable,
+        writable,
         optional: s.optional,
     })
+}
+
+/// `[apps.NAME] env` and `env_files`: the files in order, then `env`, later keys replacing
+/// earlier ones. No reason quotes a value.
+fn validate_env(
+    table: Option<toml::Value>,
+    files: &[String],
+    base: &Path,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Env, (String, String)> {
+    let mut env = Env::default();
+    for rel in files {
+        let path = base.join(rel);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            (
+                key("env_files"),
+                format!("{}: cannot read: {e}", path.display()),
+            )
+        })?;
+        let pairs = parse_env_file(&text).map_err(|(line, reason)| {
+            (
+                key("env_files"),
+                format!("{}: line {line}: {reason}", path.display()),
+            )
+        })?;
+        for (k, v) in pairs {
+            env.insert(k, v);
+        }
+    }
+    let table = match table {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => {
+            return Err((
+                key("env"),
+                "must be a table of strings, like env = { NAME = \"value\" }".into(),
+            ));
+        }
+    };
+    for (k, v) in table {
+        check_key(&k).map_err(|reason| (key(&format!("env.{k}")), reason))?;
+        let toml::Value::String(v) = v else {
+            return Err((key(&format!("env.{k}")), "must be a string".into()));
+        };
+        env.insert(k, v);
+    }
+    Ok(env)
+}
+
+/// A writable directory is the app's own: warren's config and state must not be in one, or the
+/// app could rewrite its own confinement or identity.
+fn writable_apart(
+    apps: &[App],
+    config_dir: &Path,
+    state_dir: &Path,
+) -> Result<(), (String, String)> {
+    let config_dir = std::fs::canonicalize(config_dir).unwrap_or_else(|_| config_dir.to_owned());
+    for app in apps.iter().filter(|a| a.sandbox.enabled) {
+        for dir in &app.sandbox.writable {
+            let holds = |p: &Path| p.starts_with(dir);
+            if holds(&config_dir) || holds(state_dir) {
+                return Err((
+                    format!("apps.{}.sandbox.writable", app.name),
+                    format!(
+                        "{} holds warren's config file or state directory ({}); the app could \
+                         change them: give it a directory of its own",
+                        dir.display(),
+                        state_dir.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gives every app of `config` its recorded uid, recording a uid for each app that has none
+/// yet (under the state directory's lock, see [`identity::commit`]). Returns the apps given a
+/// uid now. `warren serve` calls it at start and on every reload.
+pub fn record_identities(
+    config: &mut Config,
+) -> Result<Vec<(String, u32)>, identity::IdentityError> {
+    let names: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
+    let done = identity::commit(
+        &config.server.state_dir,
+        &names,
+        config.server.sandbox_uid_base,
+    )?;
+    for app in &mut config.apps {
+        app.uid = done.uids[&app.name];
+    }
+    Ok(done.new)
 }
 
 fn seconds(s: f64) -> Option<Duration> {
@@ -948,6 +1080,25 @@ fn apps_apart(apps: &[App]) -> Result<(), (String, String)> {
         }
     }
     Ok(())
+}
+
+/// A directory that may not exist yet (warren creates it), in a directory that must: the
+/// canonical path if it exists, else the canonical parent joined with its name.
+fn resolve_maybe_missing(base: &Path, rel: &str) -> Result<PathBuf, String> {
+    let joined = base.join(rel);
+    if std::fs::symlink_metadata(&joined).is_ok() {
+        return resolve_dir(base, rel);
+    }
+    let (Some(parent), Some(name)) = (joined.parent(), joined.file_name()) else {
+        return Err(format!("{} is not a directory path", joined.display()));
+    };
+    let parent = resolve_dir(base, &parent.to_string_lossy()).map_err(|reason| {
+        format!(
+            "{} does not exist, nor does its parent: {reason}",
+            joined.display()
+        )
+    })?;
+    Ok(parent.join(name))
 }
 
 fn resolve_dir(base: &Path, rel: &str) -> Result<PathBuf, String> {

@@ -336,13 +336,49 @@ fn bad_limits_and_sandbox_name_key_and_reason() {
             "apps.a.sandbox.readable",
         ),
         (
-            "[apps.a.sandbox]\nwritable = [\"nodir\"]\n",
-            "apps.a.sandbox.writable",
+            "[apps.a.sandbox]\nwritable = [\"no/dir\"]\n",
+            "apps.a.sandbox.writable: ",
         ),
+        (
+            "[apps.a.sandbox]\nwritable = [\".\"]\n",
+            "apps.a.sandbox.writable: ",
+        ),
+        (
+            "[apps.a.sandbox]\nwritable = [\"app\"]\n[server]\nstate_dir = \"app/state\"\n",
+            "holds warren's config file or state directory",
+        ),
+        (
+            "env = { \"A-B\" = \"s3cr3t\" }\n",
+            "apps.a.env.A-B: `A-B` is not an environment variable name",
+        ),
+        (
+            "env = { PYTHONPATH = \"s3cr3t\" }\n",
+            "apps.a.env.PYTHONPATH: `PYTHONPATH` cannot be set",
+        ),
+        (
+            "env = { WARREN_LOG = \"s3cr3t\" }\n",
+            "apps.a.env.WARREN_LOG: `WARREN_LOG` cannot be set",
+        ),
+        ("env = { PIN = 1234 }\n", "apps.a.env.PIN: must be a string"),
+        ("env = { K = s3cr3t }\n", "line 4"),
+        ("env = { K = \"s3cr3t }\n", "line 4"),
+        (
+            "env = \"s3cr3t\"\n",
+            "apps.a.env: must be a table of strings",
+        ),
+        ("env_files = [\"nofile.env\"]\n", "apps.a.env_files: "),
         ("[apps.a.sandbox]\nenabled = 1\n", "apps.a.sandbox.enabled"),
     ];
     for (section, want) in cases {
-        check(&format!("{app}{section}"), Some(want));
+        // (`env` lines land in the app's own table: `app` ends with it.)
+        let text = format!("{app}{section}");
+        check(&text, Some(want));
+        let (_dir, file) = fixture();
+        let msg = parse(&file, &text).unwrap_err().to_string();
+        assert!(
+            !msg.contains("s3cr3t") && !msg.contains("1234"),
+            "{msg:?} shows a value"
+        );
     }
 }
 
@@ -405,4 +441,111 @@ fn an_app_under_usr_is_refused() {
         err.contains("apps.sys.path") && err.contains("under /usr"),
         "{err}"
     );
+}
+
+#[test]
+fn env_files_then_env_make_the_app_s_environment() {
+    let (dir, file) = fixture();
+    std::fs::write(
+        dir.path().join("one.env"),
+        "# shared\nexport DB_URL='postgres://x'\nTOKEN=\"first\"\nLANG=C\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/two.env"), "TOKEN=s3cr3t\n").unwrap();
+    let text = "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n\
+                env_files = [\"one.env\", \"secrets/two.env\"]\n\
+                env = { LANG = \"de_DE.UTF-8\", MODE = \"prod\" }\n";
+    let config = parse(&file, text).unwrap();
+    let env = &config.apps[0].env;
+    let got: Vec<(&str, &str)> = env.iter().collect();
+    assert_eq!(
+        got,
+        [
+            ("DB_URL", "postgres://x"),
+            ("LANG", "de_DE.UTF-8"),
+            ("MODE", "prod"),
+            ("TOKEN", "s3cr3t"),
+        ]
+    );
+    // Neither the config's nor the app's `Debug` shows a value.
+    let shown = format!("{config:?}");
+    assert!(
+        shown.contains("TOKEN") && !shown.contains("s3cr3t"),
+        "{shown}"
+    );
+    assert!(!shown.contains("postgres://x"));
+
+    // A bad line: the file and its line number, not the value.
+    std::fs::write(dir.path().join("secrets/two.env"), "OK=1\nTOKEN s3cr3t\n").unwrap();
+    let msg = parse(&file, text).unwrap_err().to_string();
+    assert!(
+        msg.contains("apps.a.env_files") && msg.contains("two.env: line 2: expected KEY=VALUE"),
+        "{msg}"
+    );
+    assert!(!msg.contains("s3cr3t"), "{msg}");
+}
+
+#[test]
+fn state_dir_defaults_beside_the_config_and_uids_come_from_it() {
+    let (dir, file) = fixture();
+    let two = "[apps.b]\npath = \"app\"\nentry = \"app:application\"\n\
+               [apps.a]\npath = \"app\"\nentry = \"app:application\"\nhosts = [\"x.localhost\"]\n";
+    let config = parse(&file, two).unwrap();
+    let state = dir.path().canonicalize().unwrap().join(".warren");
+    assert_eq!(config.server.state_dir, state);
+    assert!(!state.exists(), "loading a config writes nothing");
+    // Nothing recorded: the uids they would get, in name order.
+    let uid = |c: &Config, n: &str| c.apps.iter().find(|a| a.name == n).unwrap().uid;
+    assert_eq!((uid(&config, "a"), uid(&config, "b")), (200_000, 200_001));
+    // Recorded: `b` first.
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join(identity::FILE), "b 200000\n").unwrap();
+    let config = parse(&file, two).unwrap();
+    assert_eq!((uid(&config, "a"), uid(&config, "b")), (200_001, 200_000));
+    // A state dir elsewhere, and a broken table named with its line.
+    let other = parse(&file, "[server]\nstate_dir = \"app/st\"\n").unwrap();
+    assert!(other.server.state_dir.ends_with("app/st"));
+    std::fs::write(state.join(identity::FILE), "b\n").unwrap();
+    let msg = parse(&file, two).unwrap_err().to_string();
+    assert!(msg.contains("identities: line 1"), "{msg}");
+}
+
+#[test]
+fn record_identities_keeps_uids_as_apps_are_added() {
+    let (_dir, file) = fixture();
+    let one = "[apps.todo]\npath = \"app\"\nentry = \"app:application\"\n";
+    let mut config = parse(&file, one).unwrap();
+    assert_eq!(
+        record_identities(&mut config).unwrap(),
+        [("todo".to_owned(), 200_000)]
+    );
+    let two = format!("{one}[apps.aaa]\npath = \"app\"\nentry = \"app:application\"\n");
+    let mut config = parse(&file, &two).unwrap();
+    let uid = |c: &Config, n: &str| c.apps.iter().find(|a| a.name == n).unwrap().uid;
+    assert_eq!(
+        uid(&config, "todo"),
+        200_000,
+        "as recorded, before recording"
+    );
+    assert_eq!(
+        record_identities(&mut config).unwrap(),
+        [("aaa".to_owned(), 200_001)]
+    );
+    assert_eq!(
+        (uid(&config, "aaa"), uid(&config, "todo")),
+        (200_001, 200_000)
+    );
+}
+
+#[test]
+fn a_missing_writable_directory_is_accepted_when_its_parent_exists() {
+    let config = check(
+        "[apps.a]\npath = \"app\"\nentry = \"app:application\"\n[apps.a.sandbox]\nwritable = [\"data\", \"app/static\"]\n",
+        None,
+    )
+    .unwrap();
+    let w = &config.apps[0].sandbox.writable;
+    assert!(w[0].is_absolute() && w[0].ends_with("data") && !w[0].exists());
+    assert!(w[1].ends_with("app/static"));
 }

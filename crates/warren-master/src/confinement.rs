@@ -5,8 +5,10 @@
 //! ([`Confinement::probe`]), and logs each as enforced / partial / not available. An app whose
 //! sandbox needs a mechanism that is not fully available (one not listed in
 //! `sandbox.optional`) is refused: it answers 503 with the reason, and the log says which
-//! mechanism and why.
+//! mechanism and why. So is an app whose `sandbox.writable` directory belongs to another uid
+//! than the app's; a missing one (whose parent exists) is created for the app, mode 0700.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -139,6 +141,16 @@ impl AppSandbox {
                 missing.join(", ")
             ));
         }
+        // Root inside the sandbox is the app's uid on the host; an unprivileged warren's user
+        // namespace maps it to warren's own uid instead (see `confine::plan`).
+        let host_uid = if nix::unistd::geteuid().is_root() {
+            cfg.uid
+        } else {
+            nix::unistd::geteuid().as_raw()
+        };
+        for dir in &cfg.sandbox.writable {
+            own_writable(app.name(), dir, host_uid)?;
+        }
         let cgroup = match &conf.cgroups {
             None => None,
             Some(cgroups) => {
@@ -227,6 +239,49 @@ impl AppSandbox {
     }
 }
 
+/// What to do about a writable directory that `owner` owns (`None`: it does not exist) for an
+/// app whose processes run as `uid` on the host: `Ok(false)` use it, `Ok(true)` create it,
+/// `Err` refuse the app, saying how to fix it.
+fn writable_verdict(dir: &Path, owner: Option<u32>, uid: u32) -> Result<bool, String> {
+    match owner {
+        None => Ok(true),
+        Some(o) if o == uid => Ok(false),
+        Some(o) => Err(format!(
+            "its writable directory {} belongs to uid {o}, not to the app's uid {uid}; give it \
+             to the app with `chown -R {uid}:{uid} {}` (`warren check` shows each app's uid)",
+            dir.display(),
+            dir.display()
+        )),
+    }
+}
+
+/// Checks (or creates, mode 0700, owned by `uid`) one of the app's writable directories.
+fn own_writable(app: &str, dir: &Path, uid: u32) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let owner = match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Some(m.uid()),
+        Ok(_) => {
+            return Err(format!(
+                "its writable directory {} is not a directory",
+                dir.display()
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("its writable directory {}: {e}", dir.display())),
+    };
+    if writable_verdict(dir, owner, uid)? {
+        // Not recursive: the parent exists (the config said so) and is not ours to create.
+        // `lchown`: a name swapped for a symlink meanwhile gives nothing else away.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
+            .and_then(|()| std::os::unix::fs::lchown(dir, Some(uid), Some(uid)))
+            .map_err(|e| format!("creating its writable directory {}: {e}", dir.display()))?;
+        tracing::info!(app, dir = %dir.display(), uid, "created the writable directory for the app");
+    }
+    Ok(())
+}
+
 /// What an app that may run without `optional` lacks on this machine, each with the probe's
 /// reason: every mechanism not fully enforced (not available, or partial, as Landlock on a
 /// kernel with an older ABI) that the app does not list.
@@ -296,6 +351,33 @@ mod tests {
             status,
             detail: format!("why {mechanism}"),
         }
+    }
+
+    #[test]
+    fn a_writable_directory_is_the_app_s_or_created_for_it() {
+        let check = |owner: Option<u32>, expected: Result<bool, &[&str]>| {
+            let got = writable_verdict(Path::new("/srv/data"), owner, 200_000);
+            match (got, expected) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{owner:?}"),
+                (Err(msg), Err(needles)) => {
+                    for n in needles {
+                        assert!(msg.contains(n), "{msg:?} lacks {n:?}");
+                    }
+                }
+                (got, want) => panic!("{owner:?}: got {got:?}, expected {want:?}"),
+            }
+        };
+        check(Some(200_000), Ok(false));
+        check(None, Ok(true));
+        check(
+            Some(0),
+            Err(&[
+                "/srv/data belongs to uid 0",
+                "the app's uid 200000",
+                "chown -R 200000:200000 /srv/data",
+            ]),
+        );
+        check(Some(200_001), Err(&["uid 200001"]));
     }
 
     #[test]

@@ -208,6 +208,7 @@ async fn run_zygote(
         sandbox: sandbox.policy.as_ref(),
         cgroup_procs: &procs,
         batch: cfg.limits.scheduling == warren_config::Scheduling::Batch,
+        env: warren_sandbox::AppEnv(cfg.env.iter().collect()),
     };
     let launch = match warren_sandbox::zygote_command(&spec) {
         Ok(l) => l,

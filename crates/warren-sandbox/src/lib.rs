@@ -3,7 +3,8 @@
 //!
 //! - [`zygote_command`] (master side) builds the command that starts a zygote: descriptors 0–3
 //!   only, `setsid`, parent-death signal, and the child writes itself into its app's cgroups
-//!   before `exec`. The [`Policy`] travels as one argument.
+//!   before `exec`. The [`Policy`] travels as one argument. The environment starts empty:
+//!   [`MINIMUM_ENV`] plus what the app's config declares ([`AppEnv`]).
 //! - [`cgroup`] (master side): per-app groups through `cgroups-rs`, v1 and v2, limits, usage,
 //!   OOM kills, stale-group clean-up.
 //! - [`confine`] (zygote side): the ordered steps (namespaces, new root, identity, capabilities,
@@ -66,10 +67,52 @@ pub struct ZygoteSpec<'a> {
     pub cgroup_procs: &'a [PathBuf],
     /// `SCHED_BATCH` for the zygote, inherited by its workers (`limits.scheduling`).
     pub batch: bool,
+    /// The app's own variables (`env`, `env_files`), set over [`MINIMUM_ENV`].
+    pub env: AppEnv<'a>,
+}
+
+/// The environment every app starts from (nothing of warren's own is inherited): a `PATH` of
+/// the system's directories, a UTF-8 locale, unbuffered Python output. `HOME` and `TMPDIR` are
+/// added by [`zygote_command`]: `/tmp` when confined (the sandbox's private `/tmp`); unconfined,
+/// `HOME` is the app's directory (not warren's home, whose files are the operator's) and
+/// `TMPDIR` is `/tmp`. An app's config may override any of them.
+pub const MINIMUM_ENV: [(&str, &str); 3] = [
+    ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    ("LANG", "C.UTF-8"),
+    ("PYTHONUNBUFFERED", "1"),
+];
+
+/// An app's variables. Its `Debug` shows the keys only: the values are often secrets.
+#[derive(Clone, Default)]
+pub struct AppEnv<'a>(pub Vec<(&'a str, &'a str)>);
+
+impl std::fmt::Debug for AppEnv<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
+
+/// The whole environment of `spec`'s zygote, in the order it is set (later entries win).
+pub fn zygote_env<'a>(spec: &ZygoteSpec<'a>) -> Vec<(&'a str, std::borrow::Cow<'a, str>)> {
+    use std::borrow::Cow;
+    let mut env: Vec<(&str, Cow<'a, str>)> = MINIMUM_ENV
+        .iter()
+        .map(|&(k, v)| (k, Cow::Borrowed(v)))
+        .collect();
+    if spec.sandbox.is_some() {
+        // The sandbox has no home directory but its private /tmp.
+        env.push(("HOME", Cow::Borrowed("/tmp")));
+    } else {
+        env.push(("HOME", spec.dir.to_string_lossy()));
+    }
+    env.push(("TMPDIR", Cow::Borrowed("/tmp")));
+    env.extend(spec.env.0.iter().map(|&(k, v)| (k, Cow::Borrowed(v))));
+    env
 }
 
 /// A command ready to spawn, and the master's end of the control socket.
-#[derive(Debug)]
 pub struct ZygoteLaunch {
     pub command: Command,
     /// The master's end (`SOCK_SEQPACKET`, close-on-exec).
@@ -78,6 +121,16 @@ pub struct ZygoteLaunch {
     pub child_end: OwnedFd,
     /// The `cgroup.procs` files the child writes to; drop them once the command is spawned.
     pub procs: Vec<OwnedFd>,
+}
+
+impl std::fmt::Debug for ZygoteLaunch {
+    // Not derived: `Command`'s `Debug` prints the environment, the app's secrets with it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZygoteLaunch")
+            .field("program", &self.command.get_program())
+            .field("control", &self.control)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds the command that starts `spec`'s zygote.
@@ -134,15 +187,10 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env_remove("PYTHONHOME")
-        .env_remove("PYTHONPATH")
-        .env("PYTHONUNBUFFERED", "1");
-    if confined {
-        // The sandbox has no home directory but /tmp, and no other program to find.
-        command
-            .env("HOME", "/tmp")
-            .env("PATH", "/usr/bin:/bin")
-            .env("TMPDIR", "/tmp");
+        // Nothing of warren's environment (the operator's secrets among it) reaches app code.
+        .env_clear();
+    for (k, v) in zygote_env(spec) {
+        command.env(k, v.as_ref());
     }
     let raw = child_end.as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
@@ -240,4 +288,72 @@ pub fn children(pid: i32) -> Vec<i32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The environment of a zygote of `dir`, confined or not, with the app's `env`.
+    fn check(confined: bool, env: &[(&str, &str)], expected: &[(&str, &str)]) {
+        let policy = Policy::decode("app=a\nuid=200000\ntmp_bytes=1\nnofile=64\n").unwrap();
+        let spec = ZygoteSpec {
+            worker_bin: Path::new("/nonexistent"),
+            name: "a",
+            dir: Path::new("/srv/a"),
+            module: "app",
+            callable: "application",
+            site_packages: None,
+            warmup: None,
+            sandbox: confined.then_some(&policy),
+            cgroup_procs: &[],
+            batch: true,
+            env: AppEnv(env.to_vec()),
+        };
+        // Later entries win, as `Command::env` applies them.
+        let mut got = std::collections::BTreeMap::new();
+        for (k, v) in zygote_env(&spec) {
+            got.insert(k.to_owned(), v.into_owned());
+        }
+        let want: std::collections::BTreeMap<String, String> = expected
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    const BASE: [(&str, &str); 3] = MINIMUM_ENV;
+
+    #[test]
+    fn the_environment_is_the_minimum_plus_the_app_s() {
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut v: Vec<(&str, &str)> = BASE.to_vec();
+            v.extend_from_slice(extra);
+            v
+        };
+        check(true, &[], &with(&[("HOME", "/tmp"), ("TMPDIR", "/tmp")]));
+        check(false, &[], &with(&[("HOME", "/srv/a"), ("TMPDIR", "/tmp")]));
+        check(
+            true,
+            &[("DB", "x"), ("LANG", "de_DE.UTF-8")],
+            &[
+                ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+                ("LANG", "de_DE.UTF-8"),
+                ("PYTHONUNBUFFERED", "1"),
+                ("HOME", "/tmp"),
+                ("TMPDIR", "/tmp"),
+                ("DB", "x"),
+            ],
+        );
+    }
+
+    #[test]
+    fn debug_shows_the_keys_only() {
+        let env = AppEnv(vec![("DB_PASSWORD", "s3cr3t")]);
+        let shown = format!("{env:?}");
+        assert!(
+            shown.contains("DB_PASSWORD") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+    }
 }

@@ -83,18 +83,46 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Check { config } => {
+            // Reads the config, the env files and the identities; writes nothing.
             let config = warren_config::load(&config)?;
+            let recorded = warren_config::identity::read(&config.server.state_dir)?;
             for app in &config.apps {
                 let s = &app.scale;
-                if s.is_fixed() {
-                    println!("{app}: hosts {:?}, {} workers", app.hosts, app.workers);
+                let workers = if s.is_fixed() {
+                    format!("{} workers", app.workers)
                 } else {
-                    println!(
-                        "{app}: hosts {:?}, {} to {} workers (autoscaled)",
-                        app.hosts, s.min, s.max
-                    );
-                }
+                    format!("{} to {} workers (autoscaled)", s.min, s.max)
+                };
+                let uid = if recorded.get(&app.name).is_some() {
+                    format!("uid {}", app.uid)
+                } else {
+                    format!(
+                        "uid {} (not recorded yet: given at the next start)",
+                        app.uid
+                    )
+                };
+                // The names of its variables only, never their values.
+                let env = if app.env.is_empty() {
+                    String::new()
+                } else {
+                    format!(", env {}", app.env.keys().collect::<Vec<_>>().join(" "))
+                };
+                println!("{app}: hosts {:?}, {workers}, {uid}{env}", app.hosts);
             }
+            if !nix_is_root() {
+                println!(
+                    "(not root: the apps run as warren's own uid, which their writable \
+                     directories must belong to)"
+                );
+            }
+            println!(
+                "identities: {}",
+                config
+                    .server
+                    .state_dir
+                    .join(warren_config::identity::FILE)
+                    .display()
+            );
             Ok(())
         }
         Command::Doctor => {
@@ -130,7 +158,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve { config } => {
             init_logging();
             let path = config;
-            let config = warren_config::load(&path)?;
+            let mut config = warren_config::load(&path)?;
+            record_identities(&mut config)?;
             // Before any thread exists: probing forks, and user namespaces need one thread.
             let confinement = Arc::new(warren_master::Confinement::probe());
             confinement.log();
@@ -157,6 +186,21 @@ fn run(cli: Cli) -> Result<()> {
                 .block_on(serve(path, config, confinement))
         }
     }
+}
+
+/// Records the apps' uids in the state directory (giving new apps theirs) and logs each new
+/// one. At start and on every reload.
+pub(crate) fn record_identities(config: &mut warren_config::Config) -> Result<()> {
+    let new = warren_config::record_identities(config).context("recording the app identities")?;
+    for (app, uid) in new {
+        tracing::info!(
+            app = %app,
+            uid,
+            state = %config.server.state_dir.display(),
+            "app given a new uid (kept from now on; its writable directories must belong to it)"
+        );
+    }
+    Ok(())
 }
 
 fn nix_is_root() -> bool {
@@ -191,7 +235,7 @@ async fn serve(
     let addr = listener.local_addr()?;
     let master = warren_master::Master::start(&config, Path::new(&worker_bin), confinement.clone());
     for app in &config.apps {
-        tracing::info!(app = %app.name, hosts = ?app.hosts, workers = app.workers, dir = %app.path.display(), "app configured");
+        tracing::info!(app = %app.name, hosts = ?app.hosts, workers = app.workers, uid = app.uid, dir = %app.path.display(), "app configured");
     }
     let front = Arc::new(warren_front::Front::new(&config, master));
     // Installed before the `listening` line: from then on SIGHUP reloads instead of killing.

@@ -99,13 +99,17 @@ pub async fn run(front: Arc<Front>, path: PathBuf, config: Config, mut hup: Sign
                 }
             },
         };
-        let config = match warren_config::load(&path) {
+        let mut config = match warren_config::load(&path) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "reload refused: the config does not load; the running one stays");
                 continue;
             }
         };
+        if let Err(e) = crate::record_identities(&mut config) {
+            tracing::error!(error = %format!("{e:#}"), "reload refused: the running config stays");
+            continue;
+        }
         if config.server != server {
             tracing::warn!("[server] settings changed; they take effect at the next restart");
         }

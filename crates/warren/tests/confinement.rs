@@ -885,16 +885,14 @@ fn a_library_written_to_a_writable_directory_does_not_load() {
     if !needs_root() {
         return;
     }
-    let dir = tempdir();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
+    // Not there yet: warren creates it for the app, owned by the app's uid.
+    let parent = tempdir();
+    let dir = parent.path().join("writable");
     let config = escape_config(false).replacen(
         "python_guards = false\n",
         &format!(
             "python_guards = false\nwritable = [\"{}\"]\n",
-            dir.path().display()
+            dir.display()
         ),
         1,
     );
@@ -902,7 +900,7 @@ fn a_library_written_to_a_writable_directory_does_not_load() {
     w.wait_workers("evil", 1);
     let r = w.get(
         "evil.localhost",
-        &format!("/load_so_from_tmp?dir={}", dir.path().display()),
+        &format!("/load_so_from_tmp?dir={}", dir.display()),
     );
     let report = r.text();
     assert_eq!(r.status, 200, "{report}");

@@ -23,7 +23,7 @@ entry = "app:application"
 workers = 2
 
 [apps.slow.sandbox]
-writable = ["."]   # the test's directory: the app marks requests started there
+writable = ["work"]   # made by warren for the app: it marks requests started there
 "#,
         fixture("queues")
     ));
@@ -33,8 +33,8 @@ writable = ["."]   # the test's directory: the app marks requests started there
 
 /// Starts `/block` on a new connection and waits until the app runs it.
 fn hold(w: &Warren, name: &str) -> (Client, std::path::PathBuf) {
-    let started = w.dir.path().join(format!("started-{name}"));
-    let gate = w.dir.path().join(format!("gate-{name}"));
+    let started = w.dir.path().join("work").join(format!("started-{name}"));
+    let gate = w.dir.path().join("work").join(format!("gate-{name}"));
     let mut c = w.client(SLOW);
     c.send(
         format!(
@@ -184,7 +184,7 @@ entry = "app:application"
 workers = 2
 
 [apps.slow.sandbox]
-writable = ["."]   # the test's directory: the app marks requests started there
+writable = ["work"]   # made by warren for the app: it marks requests started there
 "#,
         fixture("queues")
     ));
@@ -235,7 +235,7 @@ entry = "app:application"
 workers = 2
 
 [apps.slow.sandbox]
-writable = ["."]   # the test's directory: the app marks requests started there
+writable = ["work"]   # made by warren for the app: it marks requests started there
 "#,
         fixture("queues")
     ));

@@ -26,7 +26,7 @@ workers = 1
 {slow_extra}
 
 [apps.slow.sandbox]
-writable = ["."]   # the test's directory: the app marks requests started there
+writable = ["work"]   # made by warren for the app: it marks requests started there
 
 [apps.fast]
 path = "{dir}"
@@ -47,8 +47,8 @@ struct Held {
 
 impl Held {
     fn new(w: &Warren, name: &str) -> Held {
-        let started = w.dir.path().join(format!("started-{name}"));
-        let gate = w.dir.path().join(format!("gate-{name}"));
+        let started = w.dir.path().join("work").join(format!("started-{name}"));
+        let gate = w.dir.path().join("work").join(format!("gate-{name}"));
         let mut client = w.client(SLOW);
         client
             .send(
@@ -254,8 +254,8 @@ fn a_client_leaving_mid_request_does_not_cost_the_worker() {
 
     // Without a body, then with one: the client hangs up while the app works on it.
     for (i, body) in [None, Some(vec![b'x'; 100_000])].into_iter().enumerate() {
-        let started = w.dir.path().join(format!("started-{i}"));
-        let gate = w.dir.path().join(format!("gate-{i}"));
+        let started = w.dir.path().join("work").join(format!("started-{i}"));
+        let gate = w.dir.path().join("work").join(format!("gate-{i}"));
         let mut c = w.client(SLOW);
         let path = format!(
             "/block?started={}&gate={}",
