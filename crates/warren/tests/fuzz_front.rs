@@ -111,10 +111,15 @@ where
         ..Config::default()
     });
     let failures = std::cell::Cell::new(0u32);
+    // Panics seen so far, and the case before this one: a panic's log line may arrive after
+    // the case that caused it was checked.
+    let panics = std::cell::Cell::new(0usize);
+    let previous = std::cell::RefCell::new(String::new());
     let result = runner.run(&strategy, |case| {
         let outcome = check(w, &case)
             .and_then(|()| control(w))
-            .and_then(|()| no_panic(w));
+            .and_then(|()| no_panic(w, &panics, &previous.borrow()));
+        *previous.borrow_mut() = format!("{case:?}");
         match outcome {
             Ok(()) => Ok(()),
             Err(why) if all => {
@@ -157,12 +162,24 @@ fn control(w: &Warren) -> Result<(), String> {
     }
 }
 
-fn no_panic(w: &Warren) -> Result<(), String> {
+/// No new `panicked at` line in warren's log since the last look (with the line after it,
+/// which holds the message).
+fn no_panic(w: &Warren, seen: &std::cell::Cell<usize>, previous: &str) -> Result<(), String> {
     let logs = w.logs();
-    match logs.lines().find(|l| l.contains("panicked at")) {
-        Some(l) => Err(format!("warren panicked: {l}")),
-        None => Ok(()),
+    let lines: Vec<&str> = logs.lines().collect();
+    let at: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains("panicked at"))
+        .collect();
+    if at.len() <= seen.get() {
+        return Ok(());
     }
+    let i = at[seen.get()];
+    seen.set(at.len());
+    Err(format!(
+        "warren panicked: {} {} (the case before this one: {previous})",
+        lines[i],
+        lines.get(i + 1).unwrap_or(&"")
+    ))
 }
 
 /// Bytes as a Rust byte-string literal.
