@@ -29,10 +29,13 @@
 //! **Responses** ([`responses_are_relayed_well_formed_or_502`]): the app answers with odd
 //! statuses, many or large headers, right, wrong and malformed `Content-Length` values, over
 //! a list or a generator of blocks. The client always gets a well-formed response whose
-//! framing matches its body (a short streamed body ends with the connection, so the client
-//! sees the truncation), or a 502 (a 500 for a status the worker itself refuses) for what
-//! warren cannot relay: a status outside 200–599, a malformed length on a streamed response.
-//! Never an empty reply, never a status the app did not give except those.
+//! framing matches its body: the app's bytes, all of them or (PEP 3333) no more than the
+//! length it declared; a body shorter than its declared length may only end with the
+//! connection once every byte of it is out, so that the client sees the truncation. Or a 502
+//! (a 500 for a status the worker itself refuses) for what warren cannot relay: a status
+//! outside 200–599 (1xx included), a malformed length on a streamed response. Never an empty
+//! reply, never a status the app did not give except those, no header lost or changed, no
+//! `Content-Length` on a 204.
 //!
 //! Cases: `WARREN_FUZZ_CASES` (default 300 per property); seeds are proptest's deterministic
 //! default, so a run is reproducible. A failure prints the raw bytes of the (shrunk) case.
@@ -135,7 +138,10 @@ where
     match result {
         Ok(()) => {}
         Err(TestError::Fail(why, case)) => {
-            panic!("failing case (shrunk): {case:?}\n{why}\nwarren's log:\n{}", w.logs())
+            panic!(
+                "failing case (shrunk): {case:?}\n{why}\nwarren's log:\n{}",
+                w.logs()
+            )
         }
         Err(e) => panic!("{e}"),
     }
@@ -301,7 +307,12 @@ impl Conn {
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(0),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Err(format!(
                     "no reply within {REPLY_TIMEOUT:?} (received so far: {})",
                     esc_short(&self.seen)
@@ -658,7 +669,10 @@ fn host_syntax(value: &str) -> bool {
                 {
                     return false;
                 }
-                ("x", after.strip_prefix(':').or(after.is_empty().then_some("")))
+                (
+                    "x",
+                    after.strip_prefix(':').or(after.is_empty().then_some("")),
+                )
             }
             None => return false,
         }
@@ -678,7 +692,10 @@ fn host_syntax(value: &str) -> bool {
 /// Reads one request from the start of `buf`: what it must get, and its length in bytes.
 fn one_request(buf: &[u8]) -> (Expect, usize) {
     let Some(head_len) = find(buf, b"\r\n\r\n") else {
-        return (Expect::new(Verdict::Incomplete, "the head never ends"), buf.len());
+        return (
+            Expect::new(Verdict::Incomplete, "the head never ends"),
+            buf.len(),
+        );
     };
     let head = &buf[..head_len];
     let after_head = head_len + 4;
@@ -691,9 +708,11 @@ fn one_request(buf: &[u8]) -> (Expect, usize) {
             lone = true;
         }
     }
-    if lone || buf[..after_head].windows(3).any(|w| w == b"\n\r\n") && buf.starts_with(b"\r\n")
-    {
-        return (Expect::new(Verdict::Lax, "a lone CR or LF in the head"), buf.len());
+    if lone || buf[..after_head].windows(3).any(|w| w == b"\n\r\n") && buf.starts_with(b"\r\n") {
+        return (
+            Expect::new(Verdict::Lax, "a lone CR or LF in the head"),
+            buf.len(),
+        );
     }
     if head.is_empty() || buf.starts_with(b"\r\n") {
         return (
@@ -701,7 +720,9 @@ fn one_request(buf: &[u8]) -> (Expect, usize) {
             buf.len(),
         );
     }
-    let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let request_line = lines.next().unwrap_or_default();
     let mut e = Expect::new(Verdict::Accept, "a valid request");
     e.keep_alive = true;
@@ -722,7 +743,10 @@ fn one_request(buf: &[u8]) -> (Expect, usize) {
         b"HTTP/1.1" => false,
         b"HTTP/1.0" => true,
         _ => {
-            e.degrade(Verdict::Refuse { framing: true }, "not HTTP/1.0 or HTTP/1.1");
+            e.degrade(
+                Verdict::Refuse { framing: true },
+                "not HTTP/1.0 or HTTP/1.1",
+            );
             return (e, after_head);
         }
     };
@@ -740,22 +764,25 @@ fn one_request(buf: &[u8]) -> (Expect, usize) {
     let mut fields: Vec<(String, Vec<u8>)> = Vec::new();
     for line in lines {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
-            e.degrade(Verdict::Refuse { framing: true }, "a header line without a colon");
+            e.degrade(
+                Verdict::Refuse { framing: true },
+                "a header line without a colon",
+            );
             return (e, after_head);
         };
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-            e.degrade(Verdict::Refuse { framing: true }, "a header name is not a token");
+            e.degrade(
+                Verdict::Refuse { framing: true },
+                "a header name is not a token",
+            );
             return (e, after_head);
         }
         let ows = |b: &u8| *b == b' ' || *b == b'\t';
         let start = value.iter().position(|b| !ows(b)).unwrap_or(value.len());
         let end = value.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
         let value = &value[start..end.max(start)];
-        if value
-            .iter()
-            .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
-        {
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
             e.degrade(
                 Verdict::Refuse { framing: true },
                 "a header value with a control character",
@@ -903,7 +930,11 @@ fn one_request(buf: &[u8]) -> (Expect, usize) {
             }
         }
     } else if !cl.is_empty() {
-        let values: Vec<&str> = cl.iter().flat_map(|v| v.split(',')).map(str::trim).collect();
+        let values: Vec<&str> = cl
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
         let parsed: Option<Vec<u64>> = values
             .iter()
             .map(|v| {
@@ -931,7 +962,10 @@ fn one_request(buf: &[u8]) -> (Expect, usize) {
         }
         let n = parsed[0];
         if (body.len() as u64) < n {
-            e.degrade(Verdict::Incomplete, "the body is shorter than its Content-Length");
+            e.degrade(
+                Verdict::Incomplete,
+                "the body is shorter than its Content-Length",
+            );
             return (e, buf.len());
         }
         e.body = body[..n as usize].to_vec();
@@ -985,11 +1019,9 @@ fn dechunk(buf: &[u8]) -> Chunked {
             }
             Some(_) => return Chunked::Bad(format!("chunk size line {}", esc(size_line))),
         }
-        let size = u64::from_str_radix(
-            std::str::from_utf8(&size_line[..digits]).unwrap_or("0"),
-            16,
-        )
-        .unwrap_or(u64::MAX);
+        let size =
+            u64::from_str_radix(std::str::from_utf8(&size_line[..digits]).unwrap_or("0"), 16)
+                .unwrap_or(u64::MAX);
         at = next;
         if size == 0 {
             loop {
@@ -1150,10 +1182,14 @@ fn chunk() -> impl Strategy<Value = Chunk> {
         6 => Just(""),
         1 => select(vec![";a=b", ";a", "; a=\"q\"", " ;x", ";x=\"\\\"\""]),
     ];
-    (size, ext, prop_oneof![
-        5 => vec(select(b"abcdef0123".to_vec()), 1..20),
-        1 => Just(vec![b'C'; 70_000]),
-    ])
+    (
+        size,
+        ext,
+        prop_oneof![
+            5 => vec(select(b"abcdef0123".to_vec()), 1..20),
+            1 => Just(vec![b'C'; 70_000]),
+        ],
+    )
         .prop_map(|(size, ext, data)| Chunk { size, ext, data })
 }
 
@@ -1299,7 +1335,9 @@ impl ReqSpec {
             Framing::None => {}
             Framing::Length { lines, body: b } => {
                 for cl in lines {
-                    out.extend_from_slice(format!("Content-Length: {}\r\n", cl.render(b.len())).as_bytes());
+                    out.extend_from_slice(
+                        format!("Content-Length: {}\r\n", cl.render(b.len())).as_bytes(),
+                    );
                 }
                 body.extend_from_slice(b);
             }
@@ -1421,9 +1459,9 @@ fn echo_consistent(facts: &std::collections::BTreeMap<String, String>) -> Result
     }
     let host = get("host");
     if host.contains('@')
-        || host
-            .rsplit_once(':')
-            .is_some_and(|(n, p)| !n.ends_with(']') && n.contains(':') || !p.bytes().all(|b| b.is_ascii_digit()))
+        || host.rsplit_once(':').is_some_and(|(n, p)| {
+            !n.ends_with(']') && n.contains(':') || !p.bytes().all(|b| b.is_ascii_digit())
+        })
     {
         return Err(format!("the app saw HTTP_HOST {host:?}"));
     }
@@ -1460,7 +1498,11 @@ fn echo_matches(
         ));
     }
     if get("method") != e.method {
-        return Err(format!("method {:?} reached the app as {:?}", e.method, get("method")));
+        return Err(format!(
+            "method {:?} reached the app as {:?}",
+            e.method,
+            get("method")
+        ));
     }
     if let Some((path, query)) = &e.path
         && (get("path") != path || get("query") != query)
@@ -1690,8 +1732,8 @@ impl std::fmt::Debug for RespCase {
 
 fn resp_case() -> impl Strategy<Value = RespCase> {
     let status = select(vec![
-        200u16, 200, 201, 204, 206, 299, 304, 400, 404, 418, 500, 503, 599, 99, 100, 101, 103,
-        199, 600, 999,
+        200u16, 200, 201, 204, 206, 299, 304, 400, 404, 418, 500, 503, 599, 99, 100, 101, 103, 199,
+        600, 999,
     ]);
     let heads = prop_oneof![
         6 => (0usize..6, 1usize..40),
@@ -1713,7 +1755,14 @@ fn resp_case() -> impl Strategy<Value = RespCase> {
         ],
         0..5,
     );
-    (status, heads, declared, any::<bool>(), blocks, prop::bool::weighted(0.15))
+    (
+        status,
+        heads,
+        declared,
+        any::<bool>(),
+        blocks,
+        prop::bool::weighted(0.15),
+    )
         .prop_map(
             |(status, (nh, hsize), declared, generator, blocks, head_request)| RespCase {
                 status,
@@ -1740,7 +1789,10 @@ fn check_response(w: &Warren, case: &RespCase) -> Result<(), String> {
         Declared::Wrong(d) => Some((total as i64 + d).max(0) as u64),
         _ => None,
     };
-    let malformed = matches!(case.declared, Declared::Abc | Declared::Plus | Declared::Dup);
+    let malformed = matches!(
+        case.declared,
+        Declared::Abc | Declared::Plus | Declared::Dup
+    );
     if resp.role() != Some("respond") {
         // warren's own answer instead of the app's.
         let expected = if !relayable {
@@ -1787,30 +1839,29 @@ fn check_response(w: &Warren, case: &RespCase) -> Result<(), String> {
         return Ok(());
     }
     let full = case.body();
+    let declared_n = declared.map(|n| n as usize);
     if resp.complete {
-        // The framing held: the bytes are the app's, up to the length it declared when the
-        // body was streamed, all of them when it was whole.
-        let want: &[u8] = match (case.generator, declared) {
-            (true, Some(n)) if n < total => &full[..n as usize],
-            _ => &full,
-        };
-        if resp.body != want {
+        // The framing held: the bytes are the app's, all of them, or (PEP 3333: no more than
+        // the header allows) those up to the length it declared.
+        let truncated = declared_n.filter(|&n| n < full.len()).map(|n| &full[..n]);
+        if resp.body != full && Some(resp.body.as_slice()) != truncated {
             return Err(format!(
-                "the body relayed ({} bytes) is not the app's ({} bytes{})",
+                "the body relayed ({} bytes) is neither the app's ({} bytes) nor its first \
+                 {declared_n:?} bytes",
                 resp.body.len(),
-                want.len(),
-                if case.generator { ", streamed" } else { "" }
+                full.len(),
             ));
         }
     } else {
-        // Cut short: only a streamed body shorter than the length it declared may be, and
-        // then with every byte the app gave.
-        let short = case.generator && declared.is_some_and(|n| n > total);
+        // Cut short: only a body shorter than the length the app declared may be (once the
+        // head is out, ending the connection is all that is left), and then with every byte
+        // the app gave.
+        let short = declared_n.is_some_and(|n| n > full.len());
         if !short || resp.body != full {
             return Err(format!(
-                "the response was cut after {} of {} bytes",
+                "the response was cut after {} of the app's {} bytes",
                 resp.body.len(),
-                total
+                full.len()
             ));
         }
     }
