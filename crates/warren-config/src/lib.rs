@@ -54,6 +54,11 @@ pub struct Server {
     pub listen: SocketAddr,
     /// Largest request head (request line and headers) accepted; larger gets 431.
     pub max_header_bytes: usize,
+    /// Most header lines of an app's response; more gets the client a 502.
+    pub max_response_headers: usize,
+    /// Largest response head of an app (status, reason, names and values); larger gets the
+    /// client a 502, and nothing of it is held in memory.
+    pub max_response_header_bytes: usize,
     /// Time a client has to send the whole request head (slowloris bound).
     pub header_timeout: Duration,
     /// Longest pause allowed between two pieces of a request body: a client that stalls
@@ -252,6 +257,10 @@ struct ServerFile {
     listen: String,
     #[serde(default = "default_max_header_bytes")]
     max_header_bytes: usize,
+    #[serde(default = "default_max_response_headers")]
+    max_response_headers: usize,
+    #[serde(default = "default_max_response_header_bytes")]
+    max_response_header_bytes: usize,
     #[serde(default = "default_header_timeout_s")]
     header_timeout_s: f64,
     #[serde(default = "default_body_timeout_s")]
@@ -279,6 +288,8 @@ impl Default for ServerFile {
         ServerFile {
             listen: default_listen(),
             max_header_bytes: default_max_header_bytes(),
+            max_response_headers: default_max_response_headers(),
+            max_response_header_bytes: default_max_response_header_bytes(),
             header_timeout_s: default_header_timeout_s(),
             body_timeout_s: default_body_timeout_s(),
             threads: None,
@@ -296,6 +307,15 @@ fn default_listen() -> String {
 }
 fn default_max_header_bytes() -> usize {
     16 * 1024
+}
+/// hyper's own bound on a head's lines.
+fn default_max_response_headers() -> usize {
+    100
+}
+/// nginx's `large_client_header_buffers` (4 × 8 KiB) twice over: apps set more cookies and
+/// policies than clients send.
+fn default_max_response_header_bytes() -> usize {
+    64 * 1024
 }
 fn default_header_timeout_s() -> f64 {
     10.0
@@ -568,6 +588,18 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             "must be at least 8192".into(),
         ));
     }
+    if !(1..=10_000).contains(&raw.server.max_response_headers) {
+        return Err(invalid(
+            "server.max_response_headers".into(),
+            "must be between 1 and 10000".into(),
+        ));
+    }
+    if !(1024..=1 << 20).contains(&raw.server.max_response_header_bytes) {
+        return Err(invalid(
+            "server.max_response_header_bytes".into(),
+            "must be between 1024 and 1048576".into(),
+        ));
+    }
     let header_timeout = seconds(raw.server.header_timeout_s)
         .ok_or_else(|| invalid("server.header_timeout_s".into(), "must be > 0".into()))?;
     let body_timeout = seconds(raw.server.body_timeout_s)
@@ -755,6 +787,8 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
         server: Server {
             listen,
             max_header_bytes: raw.server.max_header_bytes,
+            max_response_headers: raw.server.max_response_headers,
+            max_response_header_bytes: raw.server.max_response_header_bytes,
             header_timeout,
             body_timeout,
             threads,

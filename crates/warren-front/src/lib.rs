@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod request;
 mod rescue;
 mod routes;
 mod static_files;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::HOST;
 use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -216,27 +217,6 @@ pub async fn serve_admin(
     }
 }
 
-/// Host without port, lower-cased only when it is not already.
-fn request_host(parts: &http::request::Parts) -> Option<std::borrow::Cow<'_, str>> {
-    let mut hosts = parts.headers.get_all(HOST).iter();
-    let raw = match (hosts.next(), hosts.next()) {
-        (Some(h), None) => h.to_str().ok()?,
-        // RFC 9112 §3.2: more than one Host is a bad request, never a choice between apps.
-        (Some(_), Some(_)) => return None,
-        (None, _) => parts.uri.host()?,
-    };
-    let host = match raw.rfind(':') {
-        // `[::1]:8080` and `host:8080`, but not a bare IPv6 literal's colons.
-        Some(i) if !raw[i..].contains(']') => &raw[..i],
-        _ => raw,
-    };
-    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        host.to_ascii_lowercase().into()
-    } else {
-        host.into()
-    })
-}
-
 async fn handle(front: &Front, info: ConnInfo, req: Request<Incoming>) -> Response<FrontBody> {
     let id = front.next_id.fetch_add(1, Relaxed);
     // The access log is a debug event: nothing is copied for it unless it is enabled.
@@ -267,15 +247,29 @@ async fn route(
 ) -> Response<FrontBody> {
     // Split once: the host borrows the head, which then goes on to whoever serves it.
     let (parts, body) = req.into_parts();
-    let Some(host) = request_host(&parts) else {
-        return rescue::plain(
-            http::StatusCode::BAD_REQUEST,
-            "missing or invalid Host header\n",
-        );
+    let checked = request::method_and_upgrade(&parts.method, &parts.headers).and_then(|()| {
+        let host = request::host(parts.version, &parts.uri, &parts.headers)?;
+        Ok((host, request::framing(parts.version, &parts.headers)?))
+    });
+    let (host, framing) = match checked {
+        Ok(c) => c,
+        Err(refusal) => {
+            tracing::debug!(
+                request_id = %format_args!("{id:016x}"),
+                remote = %info.remote,
+                reason = refusal.reason.trim_end(),
+                "request refused"
+            );
+            let mut resp = rescue::plain(refusal.status, refusal.reason);
+            // What follows a head whose framing is in doubt cannot be read as a next request.
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
     };
     let table = front.table();
-    let Some(index) = table.routes.app_for(&host) else {
-        tracing::debug!(request_id = %format_args!("{id:016x}"), %host, "no app for host");
+    let Some(index) = table.routes.app_for(&host.name) else {
+        tracing::debug!(request_id = %format_args!("{id:016x}"), host = %host.name, "no app for host");
         return rescue::plain(
             http::StatusCode::NOT_FOUND,
             "no app is served at this host\n",
@@ -284,47 +278,42 @@ async fn route(
     let app = &table.apps[index];
     let resp = match table.routes.static_dir(index, parts.uri.path()) {
         Some(dir) => static_files::serve(dir, &parts).await,
-        None => dispatch(front, info, id, app, &host, &parts, body).await,
+        None => dispatch(front, info, id, app, &host, framing, &parts, body).await,
     };
     app.stats.record_status(resp.status().as_u16());
     resp
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     front: &Front,
     info: ConnInfo,
     id: u64,
     app: &Arc<AppState>,
-    host: &str,
+    host: &request::Host<'_>,
+    framing: request::Framing,
     parts: &http::request::Parts,
     body: Incoming,
 ) -> Response<FrontBody> {
-    let chunked = parts
-        .headers
-        .get(TRANSFER_ENCODING)
-        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"chunked"));
-    let content_length = if chunked {
-        None
-    } else {
-        match parts.headers.get(CONTENT_LENGTH) {
-            None => Some(0),
-            Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
-                Some(n) => Some(n),
-                None => {
-                    return rescue::plain(
-                        http::StatusCode::BAD_REQUEST,
-                        "invalid Content-Length\n",
-                    );
-                }
-            },
-        }
+    let content_length = match framing {
+        request::Framing::Length(n) => Some(n),
+        request::Framing::Chunked => None,
     };
     let body = (!http_body::Body::is_end_stream(&body)).then_some(body);
-    let headers: Vec<(&[u8], &[u8])> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
-        .collect();
+    // `Host` is the one the request was routed by: an absolute-form target's authority.
+    let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(parts.headers.len() + 1);
+    let mut has_host = false;
+    for (k, v) in &parts.headers {
+        if k == HOST {
+            has_host = true;
+            headers.push((b"host", host.value.as_bytes()));
+        } else {
+            headers.push((k.as_str().as_bytes(), v.as_bytes()));
+        }
+    }
+    if !has_host {
+        headers.push((b"host", host.value.as_bytes()));
+    }
     let remote_ip = info.remote.ip().to_string();
     let head = RequestHead {
         request_id: id,
@@ -339,7 +328,7 @@ async fn dispatch(
         scheme: b"http",
         remote_addr: remote_ip.as_bytes(),
         remote_port: info.remote.port(),
-        server_name: host.as_bytes(),
+        server_name: host.name.as_bytes(),
         server_port: info.local.port(),
         content_length,
         headers,
@@ -354,6 +343,6 @@ async fn dispatch(
             }
             resp.map(FrontBody::Master)
         }
-        Err(e) => rescue::dispatch_error(id, app.name(), &e),
+        Err(e) => rescue::dispatch_error(id, app, &e),
     }
 }

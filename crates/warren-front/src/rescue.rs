@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 
-use warren_master::DispatchError;
+use warren_master::{AppState, DispatchError};
 
 use crate::body::FrontBody;
 
@@ -21,8 +21,12 @@ pub fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<FrontBody> 
     resp
 }
 
-pub fn dispatch_error(id: u64, app: &str, err: &DispatchError) -> Response<FrontBody> {
+/// The response for a request its app did not answer. The log lines of failures an app can
+/// cause at will (its worker dying, a response warren will not relay, a request past its time
+/// limit) spend from the app's log budget.
+pub fn dispatch_error(id: u64, state: &AppState, err: &DispatchError) -> Response<FrontBody> {
     let rid = format_args!("{id:016x}");
+    let app = state.name();
     let (status, text) = match err {
         DispatchError::QueueFull { .. } | DispatchError::QueueTimeout { .. } => {
             tracing::info!(request_id = %rid, app, error = %err, "request shed");
@@ -46,14 +50,32 @@ pub fn dispatch_error(id: u64, app: &str, err: &DispatchError) -> Response<Front
             )
         }
         DispatchError::WorkerFailed { .. } | DispatchError::WorkerGone { .. } => {
-            tracing::warn!(request_id = %rid, app, error = %err, "bad gateway");
+            if state.may_log() {
+                tracing::warn!(request_id = %rid, app, error = %err, "bad gateway");
+            }
             (
                 StatusCode::BAD_GATEWAY,
                 "the app's worker failed while handling the request\n".to_owned(),
             )
         }
+        DispatchError::BadResponse { .. } => {
+            if state.may_log() {
+                tracing::warn!(
+                    request_id = %rid,
+                    app,
+                    error = %err,
+                    "bad gateway: the app's response cannot be relayed"
+                );
+            }
+            (
+                StatusCode::BAD_GATEWAY,
+                "the app's response could not be relayed\n".to_owned(),
+            )
+        }
         DispatchError::RequestTimeout { .. } => {
-            tracing::warn!(request_id = %rid, app, error = %err, "gateway timeout");
+            if state.may_log() {
+                tracing::warn!(request_id = %rid, app, error = %err, "gateway timeout");
+            }
             (StatusCode::GATEWAY_TIMEOUT, format!("{err}\n"))
         }
         DispatchError::BodyTimeout(_) => {

@@ -15,6 +15,7 @@ use tokio::time::{Duration, Instant};
 use warren_config::App;
 
 use crate::DispatchError;
+use crate::exchange::ResponseLimits;
 use crate::pipes::WorkerPipes;
 use crate::queue::Queue;
 use crate::ratelimit::{APP_LOG_BURST, APP_LOG_PER_SECOND, TokenBucket};
@@ -125,12 +126,16 @@ pub struct AppState {
     clock: Instant,
     /// Budget for log lines this app can cause at will.
     log_budget: Mutex<TokenBucket>,
+    /// What of a response the front relays (`server.max_response_*`); a generation keeps the
+    /// limits it started with.
+    pub(crate) response_limits: ResponseLimits,
 }
 
 impl AppState {
-    pub(crate) fn new(config: App, generation: u32) -> Self {
+    pub(crate) fn new(config: App, generation: u32, response_limits: ResponseLimits) -> Self {
         let target = config.workers;
         AppState {
+            response_limits,
             clock: Instant::now(),
             generation,
             successor: std::sync::OnceLock::new(),

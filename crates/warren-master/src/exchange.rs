@@ -27,7 +27,7 @@ use http_body::Body;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use warren_protocol::{
-    BODY_CHUNK, FRAME_HEADER, Kind, ResponseHead, parse_header, put_frame, put_header, split_frame,
+    BODY_CHUNK, FRAME_HEADER, Kind, ProtocolError, ResponseHead, put_frame, put_header, split_frame,
 };
 
 use crate::DispatchError;
@@ -82,14 +82,73 @@ const READ_MIN: usize = 4096;
 /// Most bytes asked of the response pipe by one read: a body frame and the next frame's header.
 const READ_MAX: usize = BODY_CHUNK + 2 * FRAME_HEADER;
 
-/// Reads one frame from the worker: kind and payload.
-async fn read_frame(pipes: &WorkerPipes, rbuf: &mut BytesMut) -> io::Result<(Kind, Bytes)> {
+/// What a response may hold, from `[server]`: the front keeps at most this much of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseLimits {
+    /// Most header lines (`server.max_response_headers`).
+    pub headers: usize,
+    /// Most bytes of the encoded head: status, reason, names and values
+    /// (`server.max_response_header_bytes`).
+    pub head_bytes: usize,
+}
+
+/// A frame longer than its kind may be, left unread (at most its header was buffered): a
+/// head over [`ResponseLimits::head_bytes`], a body frame over [`BODY_CHUNK`], an end or abort
+/// frame with more than a short reason. Nothing of it is held in memory.
+#[derive(Debug, thiserror::Error)]
+#[error("a {kind:?} frame of {len} bytes, over the limit of {limit}")]
+struct Oversize {
+    kind: Kind,
+    len: usize,
+    limit: usize,
+}
+
+/// Longest reason a worker gives in a `RESP_ABORT` frame (its own fixed messages are short).
+const MAX_REASON: usize = 4096;
+
+/// The longest payload a worker may send in a frame of `kind`.
+fn frame_limit(kind: Kind, limits: &ResponseLimits) -> usize {
+    match kind {
+        Kind::RespHead => limits.head_bytes,
+        Kind::RespBody => BODY_CHUNK,
+        _ => MAX_REASON,
+    }
+}
+
+/// A frame header's kind and length. The length is checked by [`frame_limit`], which every
+/// kind's limit keeps below `MAX_FRAME`, so a head announced past even that is skipped too.
+fn frame_header(h: &[u8; FRAME_HEADER]) -> io::Result<(Kind, usize)> {
+    let kind = Kind::from_u8(h[0]).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, ProtocolError::UnknownKind(h[0]))
+    })?;
+    Ok((kind, u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize))
+}
+
+/// The [`Oversize`] inside an error from [`read_frame`], if that is what it is.
+fn oversize(e: &io::Error) -> Option<&Oversize> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<Oversize>())
+}
+
+/// Reads one frame from the worker: kind and payload. A frame longer than its kind may be
+/// (see [`frame_limit`]) is an error carrying [`Oversize`], with its payload left unread.
+async fn read_frame(
+    pipes: &WorkerPipes,
+    rbuf: &mut BytesMut,
+    limits: &ResponseLimits,
+) -> io::Result<(Kind, Bytes)> {
     loop {
         // What is missing of the frame begun, and the next header.
         let mut want = READ_MIN;
         if let Some(h) = rbuf.first_chunk::<FRAME_HEADER>() {
-            let (kind, len) =
-                parse_header(*h).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let (kind, len) = frame_header(h)?;
+            let limit = frame_limit(kind, limits);
+            if len > limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    Oversize { kind, len, limit },
+                ));
+            }
             let total = FRAME_HEADER + len;
             if rbuf.len() >= total {
                 let mut frame = rbuf.split_to(total);
@@ -99,6 +158,27 @@ async fn read_frame(pipes: &WorkerPipes, rbuf: &mut BytesMut) -> io::Result<(Kin
             want = (total - rbuf.len() + FRAME_HEADER).clamp(READ_MIN, READ_MAX);
         }
         if pipes.read_into(rbuf, want).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+/// Reads and drops the frame at the start of `rbuf` (its header is there), a piece at a time,
+/// so that an oversized head costs no more memory than a body frame.
+async fn skip_frame(pipes: &WorkerPipes, rbuf: &mut BytesMut) -> io::Result<()> {
+    let Some(h) = rbuf.first_chunk::<FRAME_HEADER>() else {
+        return Err(io::ErrorKind::InvalidData.into());
+    };
+    let (_, len) = frame_header(h)?;
+    let mut left = FRAME_HEADER + len;
+    loop {
+        let n = left.min(rbuf.len());
+        rbuf.advance(n);
+        left -= n;
+        if left == 0 {
+            return Ok(());
+        }
+        if pipes.read_into(rbuf, left.min(READ_MAX)).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
@@ -118,12 +198,49 @@ fn hop_by_hop(name: &[u8]) -> bool {
     HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
-fn response_parts(app: &str, payload: &[u8]) -> Result<http::response::Parts, DispatchError> {
-    let bad = |reason: String| DispatchError::WorkerFailed {
-        app: app.to_owned(),
+/// The number a `Content-Length` value gives (RFC 9110 §8.6: `1*DIGIT`, nothing else: no
+/// sign, no list), with the whitespace around it ignored.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let v = value.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// The response head the front will send, from the worker's `RESP_HEAD` payload. Refused as
+/// [`DispatchError::BadResponse`] (a 502, the worker still usable): a status outside 200–599
+/// (warren relays no informational response and no protocol switch), more header lines than
+/// `limits.headers`, a name or value HTTP cannot carry. A `Content-Length` that is not one
+/// number is dropped (with a log line): the front then frames the body itself, by its
+/// length when it has it whole, by chunks otherwise.
+fn response_parts(
+    app: &AppState,
+    limits: &ResponseLimits,
+    payload: &[u8],
+) -> Result<http::response::Parts, DispatchError> {
+    let bad = |reason: String| DispatchError::BadResponse {
+        app: app.name().to_owned(),
         reason,
     };
-    let head = ResponseHead::decode(payload).map_err(|e| bad(e.to_string()))?;
+    let head = ResponseHead::decode(payload).map_err(|e| DispatchError::WorkerFailed {
+        app: app.name().to_owned(),
+        reason: e.to_string(),
+    })?;
+    if !(200..=599).contains(&head.status) {
+        return Err(bad(format!(
+            "status {} is not one warren relays (200 to 599: no informational response, no \
+             protocol switch)",
+            head.status
+        )));
+    }
+    if head.headers.len() > limits.headers {
+        return Err(bad(format!(
+            "the response has {} header lines, more than server.max_response_headers = {}",
+            head.headers.len(),
+            limits.headers
+        )));
+    }
     let status = StatusCode::from_u16(head.status)
         .map_err(|_| bad(format!("status {} is not valid", head.status)))?;
     let (mut parts, ()) = Response::new(()).into_parts();
@@ -134,14 +251,49 @@ fn response_parts(app: &str, payload: &[u8]) -> Result<http::response::Parts, Di
             .extensions
             .insert(crate::Reason(Bytes::copy_from_slice(head.reason)));
     }
-    parts.headers.reserve(head.headers.len());
+    let too_many = |_| bad("too many header lines".into());
+    parts
+        .headers
+        .try_reserve(head.headers.len())
+        .map_err(too_many)?;
+    // `None`: no Content-Length; `Some(None)`: one that is not a single number.
+    let mut length: Option<Option<u64>> = None;
     for (name, value) in head.headers {
         if hop_by_hop(name) {
             continue;
         }
-        let name = HeaderName::from_bytes(name).map_err(|e| bad(e.to_string()))?;
-        let value = HeaderValue::from_bytes(value).map_err(|e| bad(e.to_string()))?;
-        parts.headers.append(name, value);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = content_length(value);
+            length = Some(match length {
+                None => n,
+                // The same number twice is one length (RFC 9110 §8.6); two are none.
+                Some(prev) if prev == n => n,
+                Some(_) => None,
+            });
+            continue;
+        }
+        let name = HeaderName::from_bytes(name).map_err(|_| {
+            bad(format!(
+                "header name {:?} is not valid",
+                name.escape_ascii()
+            ))
+        })?;
+        let value = HeaderValue::from_bytes(value)
+            .map_err(|_| bad(format!("the value of header {name} is not valid")))?;
+        parts.headers.try_append(name, value).map_err(too_many)?;
+    }
+    match length {
+        None => {}
+        Some(Some(n)) => {
+            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        Some(None) if app.may_log() => {
+            tracing::warn!(
+                app = app.name(),
+                "the app's Content-Length is not one number; the front frames the body itself"
+            );
+        }
+        Some(None) => {}
     }
     Ok(parts)
 }
@@ -201,6 +353,7 @@ fn whole_response(
 /// its end and checks the worker back in: a client leaving never costs a worker.
 struct Exchange {
     app: Arc<AppState>,
+    limits: ResponseLimits,
     /// `None` once the worker was handed on (pool, forwarding task) or given up as broken.
     w: Option<WorkerConn>,
     frame: Bytes,
@@ -214,7 +367,7 @@ impl Drop for Exchange {
             let rest = self.frame.slice(self.written..);
             // While the runtime shuts down there is nothing to recover the worker for.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(recover(self.app.clone(), w, rest));
+                rt.spawn(recover(self.app.clone(), w, rest, self.limits));
             }
         }
     }
@@ -222,24 +375,29 @@ impl Drop for Exchange {
 
 /// Finishes an abandoned exchange: sends the rest of the request and `CANCEL`, discards the
 /// response.
-async fn recover(app: Arc<AppState>, mut w: WorkerConn, rest: Bytes) {
-    if w.pipes.write_all(&rest).await.is_ok() && cancel(&w.pipes, &mut w.rbuf).await {
+async fn recover(app: Arc<AppState>, mut w: WorkerConn, rest: Bytes, limits: ResponseLimits) {
+    if w.pipes.write_all(&rest).await.is_ok() && cancel(&w.pipes, &mut w.rbuf, &limits).await {
         app.checkin(w);
     }
 }
 
 /// Sends `CANCEL` and drops the rest of the response; whether the worker is reusable.
-async fn cancel(pipes: &WorkerPipes, rbuf: &mut BytesMut) -> bool {
-    pipes.write_all(&CANCEL).await.is_ok() && discard(pipes, rbuf).await
+async fn cancel(pipes: &WorkerPipes, rbuf: &mut BytesMut, limits: &ResponseLimits) -> bool {
+    pipes.write_all(&CANCEL).await.is_ok() && discard(pipes, rbuf, limits).await
 }
 
 /// Reads and drops response frames up to the end of the response; whether the worker is
-/// reusable.
-async fn discard(rd: &WorkerPipes, rbuf: &mut BytesMut) -> bool {
+/// reusable. An oversized head is skipped, not kept.
+async fn discard(rd: &WorkerPipes, rbuf: &mut BytesMut, limits: &ResponseLimits) -> bool {
     loop {
-        match read_frame(rd, rbuf).await {
+        match read_frame(rd, rbuf, limits).await {
             Ok((Kind::RespEnd | Kind::RespAbort, _)) => return true,
             Ok((Kind::RespHead | Kind::RespBody, _)) => {}
+            Err(e) if oversize(&e).is_some_and(|o| o.kind == Kind::RespHead) => {
+                if skip_frame(rd, rbuf).await.is_err() {
+                    return false;
+                }
+            }
             Ok(_) | Err(_) => return false,
         }
     }
@@ -253,6 +411,7 @@ pub(crate) async fn without_body(
     head_request: bool,
 ) -> Result<Response<ResponseBody>, DispatchError> {
     let mut ex = Exchange {
+        limits: app.response_limits,
         app,
         w: Some(w),
         frame,
@@ -267,6 +426,26 @@ pub(crate) async fn without_body(
 }
 
 impl Exchange {
+    /// Reads and drops the rest of a response that will not be relayed; whether the worker
+    /// is usable again.
+    async fn discard_rest(&mut self) -> bool {
+        let w = self.w.as_mut().expect("set until handed on");
+        discard(&w.pipes, &mut w.rbuf, &self.limits).await
+    }
+
+    /// The 502 for a response that cannot be relayed; the worker goes back to the pool when
+    /// `reusable`, and is given up otherwise.
+    fn refuse(&mut self, reason: String, reusable: bool) -> DispatchError {
+        match self.w.take() {
+            Some(w) if reusable => self.app.checkin(w),
+            _ => {}
+        }
+        DispatchError::BadResponse {
+            app: self.app.name().to_owned(),
+            reason,
+        }
+    }
+
     async fn run(&mut self, head_request: bool) -> Result<Response<ResponseBody>, DispatchError> {
         let app = self.app.clone();
         let w = self.w.as_mut().expect("set until handed on");
@@ -284,8 +463,19 @@ impl Exchange {
                 Err(e) => return Err(failed(&e, self.written)),
             }
         }
-        let head = match read_frame(&w.pipes, &mut w.rbuf).await {
+        let head = match read_frame(&w.pipes, &mut w.rbuf, &self.limits).await {
             Ok((Kind::RespHead, payload)) => payload,
+            Err(e) if oversize(&e).is_some_and(|o| o.kind == Kind::RespHead) => {
+                let o = oversize(&e).expect("checked");
+                let reason = format!(
+                    "the response head is {} bytes, more than server.max_response_header_bytes \
+                     = {}",
+                    o.len, o.limit
+                );
+                let reusable =
+                    skip_frame(&w.pipes, &mut w.rbuf).await.is_ok() && self.discard_rest().await;
+                return Err(self.refuse(reason, reusable));
+            }
             Ok((kind, _)) => {
                 let e = io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -308,8 +498,15 @@ impl Exchange {
             }
             Err(e) => return Err(worker_failed(&app, w.pid, &e)),
         };
+        let parts = match response_parts(&app, &self.limits, &head) {
+            Ok(parts) => parts,
+            Err(DispatchError::BadResponse { reason, .. }) => {
+                let reusable = self.discard_rest().await;
+                return Err(self.refuse(reason, reusable));
+            }
+            Err(e) => return Err(e),
+        };
         // From here on nothing awaits: the exchange cannot be abandoned half-way.
-        let parts = response_parts(app.name(), &head)?;
         let mut w = self.w.take().expect("set until handed on");
         // Take what is already buffered; if the end is among it, the response is complete.
         let mut chunks = VecDeque::new();
@@ -329,6 +526,7 @@ impl Exchange {
             }
         }
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let limits = self.limits;
         tokio::spawn(async move {
             let pid = w.pid;
             let mut outcome = Forwarded::Ended;
@@ -344,7 +542,7 @@ impl Exchange {
             let reusable = match outcome {
                 Forwarded::Ended => true,
                 Forwarded::Broken => false,
-                Forwarded::ClientGone => cancel(&w.pipes, &mut w.rbuf).await,
+                Forwarded::ClientGone => cancel(&w.pipes, &mut w.rbuf, &limits).await,
             };
             if reusable {
                 app.checkin(w);
@@ -432,7 +630,9 @@ async fn drive<B>(
                 match outcome {
                     // The worker reads the rest of the body once its response has ended.
                     Forwarded::Ended => (pump.await, false),
-                    Forwarded::ClientGone => finish_pump(pump.as_mut(), pipes, rbuf).await,
+                    Forwarded::ClientGone => {
+                        finish_pump(pump.as_mut(), pipes, rbuf, &app.response_limits).await
+                    }
                     // Not reusable: nothing to wait for.
                     Forwarded::Broken => (Err(io::ErrorKind::BrokenPipe.into()), false),
                 }
@@ -448,7 +648,9 @@ async fn drive<B>(
         && match outcome {
             Forwarded::Ended => true,
             Forwarded::Broken => false,
-            Forwarded::ClientGone => response_ended || cancel(pipes, rbuf).await,
+            Forwarded::ClientGone => {
+                response_ended || cancel(pipes, rbuf, &app.response_limits).await
+            }
         };
     if reusable {
         app.checkin(w);
@@ -481,13 +683,14 @@ async fn finish_pump<T>(
     mut pump: std::pin::Pin<&mut impl Future<Output = io::Result<T>>>,
     pipes: &WorkerPipes,
     rbuf: &mut BytesMut,
+    limits: &ResponseLimits,
 ) -> (io::Result<T>, bool) {
     let mut ended = false;
     let finish = async {
         loop {
             tokio::select! {
                 p = &mut pump => break p,
-                r = read_frame(pipes, rbuf), if !ended => match r {
+                r = read_frame(pipes, rbuf, limits), if !ended => match r {
                     Ok((Kind::RespEnd | Kind::RespAbort, _)) => ended = true,
                     Ok((Kind::RespHead | Kind::RespBody, _)) => {}
                     Ok(_) => break Err(io::ErrorKind::InvalidData.into()),
@@ -597,11 +800,35 @@ async fn forward(
     pumping: Option<(&PumpState, BodyLimits)>,
 ) -> Forwarded {
     loop {
-        let (kind, payload) = match read_frame(rd, rbuf).await {
+        let (kind, payload) = match read_frame(rd, rbuf, &app.response_limits).await {
             Ok(f) => f,
+            Err(e)
+                if head_tx.is_some() && oversize(&e).is_some_and(|o| o.kind == Kind::RespHead) =>
+            {
+                let o = oversize(&e).expect("checked");
+                let reason = format!(
+                    "the response head is {} bytes, more than server.max_response_header_bytes \
+                     = {}",
+                    o.len, o.limit
+                );
+                let _ = head_tx
+                    .take()
+                    .expect("checked")
+                    .send(Err(DispatchError::BadResponse {
+                        app: app.name().to_owned(),
+                        reason,
+                    }));
+                // Nobody reads the rest: as when the client leaves, the worker is cancelled.
+                return match skip_frame(rd, rbuf).await {
+                    Ok(()) => Forwarded::ClientGone,
+                    Err(_) => Forwarded::Broken,
+                };
+            }
             Err(e) => {
                 let err = worker_failed(app, pid, &e);
-                tracing::warn!(app = app.name(), pid, error = %err, "worker failed mid-request");
+                if app.may_log() {
+                    tracing::warn!(app = app.name(), pid, error = %err, "worker failed mid-request");
+                }
                 match head_tx.take() {
                     Some(h) => {
                         let _ = h.send(Err(err));
@@ -630,7 +857,7 @@ async fn forward(
                         Err(DispatchError::BodyTimeout(limits.idle))
                     }
                     Some((state, limits)) => {
-                        response_parts(app.name(), &payload).map(|mut parts| {
+                        response_parts(app, &app.response_limits, &payload).map(|mut parts| {
                             // The app answers before the client finished sending its body. A
                             // short rest is read and dropped afterwards; a long or unknown one
                             // would make hyper close the connection after a response that
@@ -647,10 +874,12 @@ async fn forward(
                             parts
                         })
                     }
-                    None => response_parts(app.name(), &payload),
+                    None => response_parts(app, &app.response_limits, &payload),
                 };
+                // A refused head (413, 408, 502) leaves nobody to read the rest.
+                let refused = parts.is_err();
                 let client_waits = head_tx.take().expect("checked").send(parts).is_ok();
-                if !client_waits {
+                if !client_waits || refused {
                     return Forwarded::ClientGone;
                 }
             }
@@ -670,7 +899,9 @@ async fn forward(
                     format!("unexpected {other:?} frame"),
                 );
                 let err = worker_failed(app, pid, &e);
-                tracing::warn!(app = app.name(), pid, error = %err, "protocol error from worker");
+                if app.may_log() {
+                    tracing::warn!(app = app.name(), pid, error = %err, "protocol error from worker");
+                }
                 if let Some(h) = head_tx.take() {
                     let _ = h.send(Err(err));
                 }

@@ -40,6 +40,7 @@ use warren_protocol::{Kind, RequestHead, put_frame};
 pub use app::{AppState, Health};
 pub use body::{BodyError, ResponseBody};
 pub use confinement::Confinement;
+pub use exchange::{ResponseLimits, content_length};
 pub use stats::AppStats;
 
 /// The reason phrase an app gave in its status line, when it differs from the standard one
@@ -66,6 +67,11 @@ pub enum DispatchError {
     /// 502: the worker died or broke the protocol before a response head.
     #[error("app {app}: {reason}")]
     WorkerFailed { app: String, reason: String },
+    /// 502: the app's response cannot be relayed (a status outside 200–599, a head over
+    /// `server.max_response_headers` or `server.max_response_header_bytes`). Its worker is
+    /// fine and goes back to the pool once the rest of the response was read and dropped.
+    #[error("app {app}: {reason}")]
+    BadResponse { app: String, reason: String },
     /// The worker was dead before the request reached it. Dispatch retries such a request on
     /// another worker; it surfaces (as 502) only when every attempt met a dead worker.
     #[error("app {app}: {reason}")]
@@ -163,6 +169,8 @@ pub struct Master {
     confinement: Arc<Confinement>,
     /// Longest pause between two pieces of a request body.
     body_timeout: Duration,
+    /// What of an app's response head the front relays.
+    response_limits: ResponseLimits,
     /// Next generation number.
     generation: std::sync::atomic::AtomicU32,
     /// The autoscaler's loop, and how to stop it.
@@ -192,6 +200,10 @@ impl Master {
             worker_bin: worker_bin.into(),
             confinement,
             body_timeout: config.server.body_timeout,
+            response_limits: ResponseLimits {
+                headers: config.server.max_response_headers,
+                head_bytes: config.server.max_response_header_bytes,
+            },
             generation: std::sync::atomic::AtomicU32::new(1),
             scaler: (stop, scaler),
         };
@@ -205,7 +217,7 @@ impl Master {
     }
 
     fn launch(&self, config: warren_config::App, generation: u32) -> Running {
-        let app = Arc::new(AppState::new(config, generation));
+        let app = Arc::new(AppState::new(config, generation, self.response_limits));
         let (stop, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         if app.config.limits.request_timeout.is_some() {

@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 
-use warren_protocol::{FRAME_HEADER, Kind, MAX_FRAME, ProtocolError, parse_header, put_header};
+use warren_protocol::{BODY_CHUNK, FRAME_HEADER, Kind, ProtocolError, parse_header, put_header};
 
 const READ_BUF: usize = 64 * 1024;
 /// Most bytes read ahead of the app while looking for a `CANCEL`.
@@ -261,10 +261,12 @@ impl Conn {
         }
     }
 
-    /// Queues a frame for sending.
+    /// Queues a frame for sending; a longer payload (a body block) as frames of at most
+    /// `BODY_CHUNK` bytes, the most the master takes of a body frame: what it holds of a
+    /// response between the app and a slow client is bounded in bytes, not in frames.
     pub fn put(&mut self, kind: Kind, payload: &[u8]) -> io::Result<()> {
         for piece in payload
-            .chunks(MAX_FRAME)
+            .chunks(BODY_CHUNK)
             .chain(payload.is_empty().then_some(&[][..]))
         {
             if self.wbuf.len() + piece.len() > WRITE_HIGH_WATER {
