@@ -33,7 +33,9 @@
 //! length it declared; a body shorter than its declared length may only end with the
 //! connection once every byte of it is out, so that the client sees the truncation. Or a 502
 //! (a 500 for a status the worker itself refuses) for what warren cannot relay: a status
-//! outside 200–599 (1xx included), a malformed length on a streamed response. Never an empty
+//! outside 200–599 (1xx included), a head over `server.max_response_headers` lines or
+//! `server.max_response_header_bytes` bytes (these must be 502s), a malformed length (which
+//! may instead be dropped, the body framed by warren). Never an empty
 //! reply, never a status the app did not give except those, no header lost or changed, no
 //! `Content-Length` on a 204.
 //!
@@ -60,6 +62,11 @@ const HOSTS: [&str; 3] = ["fuzz.test", "h.test", "127.0.0.1"];
 
 /// `max_body_mb` of the app, in bytes.
 const MAX_BODY: u64 = 1 << 20;
+
+/// `server.max_response_headers` and `server.max_response_header_bytes` (their defaults): an
+/// app's head past either is a 502.
+const MAX_RESPONSE_HEADERS: usize = 100;
+const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 
 /// How long one response may take. Every answer here is small and local: a reply that takes
 /// this long is a reply that is not coming (warren is waiting for bytes the case never sends).
@@ -854,6 +861,24 @@ fn one_request(buf: &[u8]) -> (Expect, usize) {
             _ => {}
         }
         Some(authority.to_owned())
+    } else if let Some(i) = find(target, b"://").filter(|&i| {
+        i > 0
+            && target[0].is_ascii_alphabetic()
+            && target[..i]
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    }) {
+        // Another scheme (or `http` in other case): a server may take it as absolute form.
+        e.degrade(
+            Verdict::Either { must_close: false },
+            "absolute form, another scheme",
+        );
+        let rest = String::from_utf8_lossy(&target[i + 3..]);
+        let cut = rest.find(['/', '?']).unwrap_or(rest.len());
+        if rest.contains('@') {
+            e.degrade(Verdict::Refuse { framing: false }, "userinfo in the target");
+        }
+        Some(rest[..cut].to_owned())
     } else {
         e.degrade(
             Verdict::Refuse { framing: false },
@@ -1793,13 +1818,20 @@ fn check_response(w: &Warren, case: &RespCase) -> Result<(), String> {
         case.declared,
         Declared::Abc | Declared::Plus | Declared::Dup
     );
+    // The app's head: its header lines and, roughly, its bytes (`name: value` each).
+    let lines = case.nh + 1 + usize::from(case.declared != Declared::Missing);
+    let head_bytes = case.nh * (case.hsize + 12) + 64;
+    let too_big = lines > MAX_RESPONSE_HEADERS || head_bytes > MAX_RESPONSE_HEAD_BYTES;
+    // Within a margin of the byte limit (the estimate is rough), either answer holds.
+    let near_limit = head_bytes.abs_diff(MAX_RESPONSE_HEAD_BYTES) < 1024;
     if resp.role() != Some("respond") {
         // warren's own answer instead of the app's.
         let expected = if !relayable {
             // The worker refuses a status that is not three digits (500); warren the rest.
             resp.status == 502 || (case.status < 100 && resp.status == 500)
         } else {
-            resp.status == 502 && (case.generator && malformed || case.nh > 100)
+            // A malformed length may be a 502 too, or dropped with the body framed anew.
+            resp.status == 502 && (too_big || near_limit || malformed)
         };
         if !expected {
             return Err(format!(
@@ -1823,10 +1855,10 @@ fn check_response(w: &Warren, case: &RespCase) -> Result<(), String> {
             case.status, resp.status
         ));
     }
-    if case.generator && malformed && !case.head_request {
+    if too_big && !near_limit {
         return Err(format!(
-            "a streamed response with Content-Length {:?} was relayed instead of a 502",
-            case.declared
+            "a head of {lines} lines, about {head_bytes} bytes, was relayed instead of a 502 \
+             (limits: {MAX_RESPONSE_HEADERS} lines, {MAX_RESPONSE_HEAD_BYTES} bytes)"
         ));
     }
     for i in 0..case.nh {
