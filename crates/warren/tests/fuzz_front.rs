@@ -178,6 +178,10 @@ fn control(w: &Warren) -> Result<(), String> {
 /// No new `panicked at` line in warren's log since the last look (with the line after it,
 /// which holds the message).
 fn no_panic(w: &Warren, seen: &std::cell::Cell<usize>, previous: &str) -> Result<(), String> {
+    // warren writes a panic's lines before its connection ends, but this process reads them
+    // on a thread of its own: a moment lets them arrive, so that a panic is blamed on the case
+    // that caused it (shrinking relies on that).
+    std::thread::sleep(Duration::from_millis(10));
     let logs = w.logs();
     let lines: Vec<&str> = logs.lines().collect();
     let at: Vec<usize> = (0..lines.len())
