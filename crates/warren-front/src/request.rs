@@ -128,6 +128,10 @@ pub fn framing(version: Version, headers: &HeaderMap) -> Result<Framing, Refusal
 }
 
 const BAD_HOST: Refusal = refuse(StatusCode::BAD_REQUEST, "missing or invalid Host header\n");
+const BAD_TARGET: Refusal = refuse(
+    StatusCode::BAD_REQUEST,
+    "an authority-form target is only for CONNECT\n",
+);
 
 /// The request's host. An absolute-form target's authority wins over `Host` (RFC 9112
 /// §3.2.2), but a `Host` must still be there in HTTP/1.1, only once, and valid (RFC 9112
@@ -148,6 +152,8 @@ pub fn host<'a>(
         split_host(h).ok_or(BAD_HOST)?;
     }
     let value = match uri.authority() {
+        // Authority form (`h.test:443`) is CONNECT's alone (RFC 9112 §3.2.3), refused before.
+        Some(_) if uri.scheme().is_none() => return Err(BAD_TARGET),
         Some(authority) => authority.as_str(),
         None => header.ok_or(BAD_HOST)?,
     };
@@ -336,6 +342,13 @@ mod tests {
             None,
         );
         check(v11, "http://neighbour.test/", &[], None);
+        // Authority form outside CONNECT.
+        check(
+            v11,
+            "neighbour.test:443",
+            &[("host", "neighbour.test")],
+            None,
+        );
         check(
             Version::HTTP_10,
             "http://neighbour.test/",

@@ -263,6 +263,10 @@ fn response_parts(
             continue;
         }
         if name.eq_ignore_ascii_case(b"content-length") {
+            // None on a 204 (RFC 9110 §8.6) or a 304, whose bodies are empty by definition.
+            if matches!(head.status, 204 | 304) {
+                continue;
+            }
             let n = content_length(value);
             length = Some(match length {
                 None => n,
@@ -319,17 +323,28 @@ fn worker_gone(app: &AppState, pid: i32, e: &io::Error) -> DispatchError {
     }
 }
 
+/// Whether a response has no body by definition (RFC 9110 §6.4.1): the answer to a HEAD, a
+/// 204, a 304. Whatever the app sent as its body is read and dropped.
+fn bodiless(head_request: bool, status: StatusCode) -> bool {
+    head_request || matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
+}
+
 /// A response the worker sent whole: its `Content-Length` is made to agree with the bytes it
-/// actually sent (a mismatch would desynchronise the client's connection).
+/// actually sent (a mismatch would desynchronise the client's connection). A bodiless one
+/// (see [`bodiless`]) goes out with no body and, for a HEAD, the length the app declared.
 fn whole_response(
     app: &AppState,
     mut parts: http::response::Parts,
-    chunks: VecDeque<Bytes>,
+    mut chunks: VecDeque<Bytes>,
     head_request: bool,
 ) -> Response<ResponseBody> {
+    let no_body = bodiless(head_request, parts.status);
+    if no_body {
+        chunks.clear();
+    }
     let body = ResponseBody::whole(chunks);
     let actual = http_body::Body::size_hint(&body).exact().unwrap_or(0);
-    if !head_request
+    if !no_body
         && let Some(declared) = parts.headers.get(CONTENT_LENGTH)
         && declared.to_str().ok().and_then(|s| s.parse::<u64>().ok()) != Some(actual)
     {
@@ -506,6 +521,16 @@ impl Exchange {
             }
             Err(e) => return Err(e),
         };
+        if bodiless(head_request, parts.status) {
+            // Nothing of the body goes out: read it to its end here, and free the worker.
+            if self.discard_rest().await {
+                let w = self.w.take().expect("set until handed on");
+                app.checkin(w);
+            } else {
+                self.w = None;
+            }
+            return Ok(whole_response(&app, parts, VecDeque::new(), head_request));
+        }
         // From here on nothing awaits: the exchange cannot be abandoned half-way.
         let mut w = self.w.take().expect("set until handed on");
         // Take what is already buffered; if the end is among it, the response is complete.

@@ -56,6 +56,8 @@ struct Resp {
     ended: bool,
     /// The master cancelled the request (its client left) while the app was writing.
     cancelled: bool,
+    /// The request is a HEAD: the body the app returns is not the one its length describes.
+    head_request: bool,
 }
 
 type Shared<T> = Rc<RefCell<T>>;
@@ -83,6 +85,13 @@ impl Resp {
         head.encode_frame(conn.out());
         self.sent = true;
         Ok(())
+    }
+
+    /// Whether the app declared a `Content-Length` at all.
+    fn declares_length(&self) -> bool {
+        self.headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(b"content-length"))
     }
 
     /// The `Content-Length` the app declared, if any (and valid).
@@ -417,8 +426,9 @@ impl<'a, 'py> Worker<'a, 'py> {
         Ok(())
     }
 
-    /// Builds `environ` for the next request; `None` when the master closed the connection.
-    fn next_environ(&self) -> io::Result<Option<(u64, Bound<'py, PyDict>)>> {
+    /// Builds `environ` for the next request (with its id, and whether it is a HEAD); `None`
+    /// when the master closed the connection.
+    fn next_environ(&self) -> io::Result<Option<(u64, Bound<'py, PyDict>, bool)>> {
         let mut conn = self.conn.borrow_mut();
         let Some(payload) = conn.next_request()? else {
             return Ok(None);
@@ -428,7 +438,7 @@ impl<'a, 'py> Worker<'a, 'py> {
         let env = self
             .environ(&head)
             .map_err(|e| io::Error::other(format!("building environ: {e}")))?;
-        Ok(Some((head.request_id, env)))
+        Ok(Some((head.request_id, env, head.method == b"HEAD")))
     }
 
     fn environ(&self, head: &RequestHead<'_>) -> PyResult<Bound<'py, PyDict>> {
@@ -491,10 +501,13 @@ impl<'a, 'py> Worker<'a, 'py> {
 
     /// Serves one request; `Ok(false)` when there are no more.
     fn serve_one(&self) -> io::Result<bool> {
-        let Some((id, env)) = self.next_environ()? else {
+        let Some((id, env, head_request)) = self.next_environ()? else {
             return Ok(false);
         };
-        let resp = Rc::new(RefCell::new(Resp::default()));
+        let resp = Rc::new(RefCell::new(Resp {
+            head_request,
+            ..Resp::default()
+        }));
         let start_response = StartResponse {
             resp: resp.clone(),
             conn: self.conn.clone(),
@@ -643,12 +656,33 @@ impl<'a, 'py> Worker<'a, 'py> {
         Ok(())
     }
 
+    /// Sends a list or tuple: its length is known before the head goes out, so a
+    /// `Content-Length` the app got wrong is corrected here, for a body of any size (the
+    /// master can only correct one it holds whole).
     fn send_all(&self, items: Vec<Bound<'py, PyAny>>, resp: &Shared<Resp>) -> PyResult<()> {
+        let mut total = 0usize;
         for item in &items {
-            as_bytes(item)?;
+            total += as_bytes(item)?.len();
         }
         let mut conn = self.conn.borrow_mut();
-        resp.borrow_mut().send_head(&mut conn)?;
+        let mut r = resp.borrow_mut();
+        if !r.sent
+            && !r.head_request
+            && r.declares_length()
+            && r.content_length() != Some(total as u64)
+        {
+            eprintln!(
+                "warren-worker: app {}: the response's Content-Length does not match its body of \
+                 {total} bytes; sending the body's length",
+                self.name
+            );
+            r.headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case(b"content-length"));
+            r.headers
+                .push((b"Content-Length".to_vec(), total.to_string().into_bytes()));
+        }
+        r.send_head(&mut conn)?;
+        drop(r);
         for item in &items {
             let data = as_bytes(item)?;
             if !data.is_empty() {

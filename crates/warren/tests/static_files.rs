@@ -355,11 +355,13 @@ fn a_tenant_cannot_serve_host_files_from_its_writable_static_directory() {
     const TENANT: &str = "tenant.localhost";
     let dir = tempdir();
     let top = dir.path().to_path_buf();
-    // Written by the tenant's sandbox uid; not sticky, so that it may rename `pub`.
+    // Owned by the tenant's uid (the first of a fresh state directory's: sandbox_uid_base),
+    // as warren requires of a writable directory.
+    const TENANT_UID: u32 = 200_000;
     let uploads = top.join("uploads");
     std::fs::create_dir_all(uploads.join("pub")).unwrap();
     for d in [&uploads, &uploads.join("pub")] {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::chown(d, Some(TENANT_UID), Some(TENANT_UID)).unwrap();
     }
     std::fs::write(uploads.join("pub/notice.txt"), "public").unwrap();
     let (secret_path, secret) = secret(&top, "host-secret.txt");
