@@ -34,6 +34,9 @@ pub use policy::{Mechanism, Policy};
 /// The `warren-worker` flag that carries the encoded [`Policy`].
 pub const SANDBOX_FLAG: &str = "--sandbox";
 
+/// The `argv[0]` of a zygote: the name under which the `warren` binary runs as the worker.
+pub const WORKER_ARGV0: &str = "warren-worker";
+
 /// Descriptor number of the control socket in the zygote.
 pub const CONTROL_FD: i32 = 3;
 
@@ -41,7 +44,7 @@ pub const CONTROL_FD: i32 = 3;
 pub enum SandboxError {
     #[error("creating the zygote control socket: {0}")]
     ControlSocket(#[source] nix::Error),
-    #[error("worker binary {} not found (build it with `cargo build --workspace`)", .0.display())]
+    #[error("the worker binary {} is not there (it is the `warren` binary itself unless WARREN_WORKER names another)", .0.display())]
     WorkerBinary(PathBuf),
     #[error("opening {}: {source}", path.display())]
     CgroupProcs {
@@ -147,6 +150,8 @@ pub fn zygote_command(spec: &ZygoteSpec<'_>) -> Result<ZygoteLaunch, SandboxErro
     .map_err(SandboxError::ControlSocket)?;
 
     let mut command = Command::new(spec.worker_bin);
+    // The `warren` binary is the worker when started under this name (and `ps` shows it).
+    command.arg0(WORKER_ARGV0);
     command.arg("zygote");
     let mut arg = |flag: &str, value: OsString| {
         command.arg(flag).arg(value);

@@ -19,7 +19,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// The environment variable that sets the log filter (tracing's `EnvFilter` syntax).
 const LOG_ENV: &str = "WARREN_LOG";
-/// The environment variable that overrides where `warren-worker` is found.
+/// The environment variable that names another binary for the zygotes (one that runs as the
+/// worker when its `argv[0]` is `warren-worker`).
 const WORKER_ENV: &str = "WARREN_WORKER";
 
 #[derive(Parser)]
@@ -63,16 +64,23 @@ fn init_logging() {
         .init();
 }
 
-/// `warren-worker` next to this executable, unless `WARREN_WORKER` says otherwise.
+/// The binary a zygote runs: this one (it is the worker when started as `warren-worker`),
+/// unless `WARREN_WORKER` names another.
 fn worker_binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os(WORKER_ENV) {
         return Ok(PathBuf::from(p));
     }
-    let exe = std::env::current_exe().context("finding the warren executable")?;
-    Ok(exe.with_file_name("warren-worker"))
+    std::env::current_exe().context("finding the warren executable")
 }
 
 fn main() {
+    // Started by the master as a zygote: nothing of warren's own runs first.
+    if std::env::args_os()
+        .next()
+        .is_some_and(|a| Path::new(&a).file_name() == Some(warren_worker::ARGV0.as_ref()))
+    {
+        warren_worker::main();
+    }
     // One line, with the whole cause chain, and no backtrace: a bad config is a user error.
     if let Err(e) = run(Cli::parse()) {
         eprintln!("warren: {e:#}");
@@ -220,7 +228,7 @@ async fn serve(
     let worker_bin = worker_binary()?;
     anyhow::ensure!(
         worker_bin.is_file(),
-        "worker binary {} not found (build it with `cargo build --workspace`, or set {WORKER_ENV})",
+        "worker binary {} not found ({WORKER_ENV} names it; unset, it is this warren binary)",
         worker_bin.display()
     );
     let listener = TcpListener::bind(config.server.listen)

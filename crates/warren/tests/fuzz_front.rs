@@ -693,7 +693,14 @@ fn host_syntax(value: &str) -> bool {
             None => (value, Some("")),
         }
     };
-    port.is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    // RFC 3986's `port = *DIGIT` allows an empty or endless one; warren takes 1 to 5 digits
+    // that fit 16 bits (no such port exists otherwise) and refuses the rest.
+    let port_ok = |p: &str| {
+        p.is_empty() && !value.ends_with(':')
+            || (!p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+                && p.parse::<u32>().is_ok_and(|n| n <= 65535)
+    };
+    port.is_some_and(port_ok)
         && !name.is_empty()
         && name
             .bytes()

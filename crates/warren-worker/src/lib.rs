@@ -1,4 +1,6 @@
-//! `warren-worker`: the process that runs Python for warren.
+//! The process that runs Python for warren, linked into the `warren` binary: run under the
+//! name `warren-worker` (the master sets that as its `argv[0]`), `warren` is this and nothing
+//! else ([`main`]). One binary, so that `cargo run` and `cargo install` give everything.
 //!
 //! `warren-worker zygote --name NAME --dir DIR --module MOD --callable NAME [--site-packages DIR]
 //! [--sandbox POLICY]` confines itself (when given a policy), imports one app and then forks a
@@ -21,7 +23,11 @@ fn usage(msg: &str) -> ! {
     std::process::exit(EXIT_USAGE);
 }
 
-fn main() {
+/// The name (`argv[0]`) under which the `warren` binary runs as the worker.
+pub const ARGV0: &str = warren_sandbox::WORKER_ARGV0;
+
+/// Runs the zygote from the process's arguments; never returns.
+pub fn main() -> ! {
     let mut args = std::env::args().skip(1);
     if args.next().as_deref() != Some("zygote") {
         usage("expected the `zygote` command");
