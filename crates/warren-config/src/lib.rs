@@ -53,6 +53,36 @@ pub struct Config {
     pub server: Server,
     /// Apps in name order (new apps are given their uids in this order).
     pub apps: Vec<App>,
+    /// Apps of the file that cannot run as configured, in name order: their hosts answer 503
+    /// and the others are served.
+    pub refused: Vec<Refused>,
+}
+
+/// An app of the config file refused on its own (its directory, virtualenv or entry module is
+/// missing, a value is out of range, a host is taken): the rest of the file is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub name: String,
+    /// The hosts it claimed that no other app had: the front answers them with a 503.
+    pub hosts: Vec<String>,
+    /// `FILE: KEY: REASON`, as a refused config's one line.
+    pub error: String,
+}
+
+impl Refused {
+    fn new(name: &str, host_owner: &HashMap<String, String>, error: ConfigError) -> Refused {
+        let mut hosts: Vec<String> = host_owner
+            .iter()
+            .filter(|(_, owner)| *owner == name)
+            .map(|(host, _)| host.clone())
+            .collect();
+        hosts.sort();
+        Refused {
+            name: name.to_owned(),
+            hosts,
+            error: error.to_string(),
+        }
+    }
 }
 
 /// `[server]`: what the front listens on and the limits it applies before any app sees a request.
@@ -656,165 +686,192 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
     let uids = identity::assign(&identity::read(&state_dir)?, &names, uid_base)
         .map_err(|e| invalid("server.sandbox_uid_base".into(), e.to_string()))?
         .uids;
+    let mut refused = Vec::new();
     for (name, app) in raw.apps {
         let key = |k: &str| format!("apps.{name}.{k}");
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(invalid(
-                format!("apps.{name}"),
-                "an app name may only use letters, digits, '-' and '_'".into(),
-            ));
-        }
-        let path = resolve_dir(base, &app.path).map_err(|reason| invalid(key("path"), reason))?;
-
-        let site_packages = match &app.venv {
-            None => None,
-            Some(venv) => {
-                let dir = resolve_dir(base, venv).map_err(|reason| invalid(key("venv"), reason))?;
-                Some(find_site_packages(&dir).ok_or_else(|| {
-                    invalid(
-                        key("venv"),
-                        format!("{} has no lib/python3.*/site-packages", dir.display()),
-                    )
-                })?)
-            }
-        };
-
-        let (module, callable) = parse_entry(&app.entry).map_err(|r| invalid(key("entry"), r))?;
-        let search: Vec<&Path> = std::iter::once(path.as_path())
-            .chain(site_packages.as_deref())
-            .collect();
-        if !module_exists(&search, &module) {
-            return Err(invalid(
-                key("entry"),
-                format!(
-                    "module `{module}` not found in {} (looked for {}.py and {}/__init__.py)",
-                    search
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(" or "),
-                    module.replace('.', "/"),
-                    module.replace('.', "/")
-                ),
-            ));
-        }
-
-        let hosts = match app.hosts {
-            Some(hosts) if hosts.is_empty() => {
-                return Err(invalid(key("hosts"), "must list at least one host".into()));
-            }
-            Some(hosts) => hosts,
-            None => vec![format!("{name}.localhost")],
-        };
-        let mut clean_hosts = Vec::with_capacity(hosts.len());
-        for host in hosts {
-            let host = host.trim().to_ascii_lowercase();
-            if host.is_empty() || host.contains(['/', ' ', ':']) {
+        // Named apps with a problem of their own are refused alone: the others are served.
+        let checked = (|| -> Result<App, ConfigError> {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
                 return Err(invalid(
-                    key("hosts"),
-                    format!("`{host}` is not a host name (no scheme, port or path)"),
+                    format!("apps.{name}"),
+                    "an app name may only use letters, digits, '-' and '_'".into(),
                 ));
             }
-            if let Some(other) = host_owner.insert(host.clone(), name.clone()) {
+            let hosts = match app.hosts {
+                Some(hosts) if hosts.is_empty() => {
+                    return Err(invalid(key("hosts"), "must list at least one host".into()));
+                }
+                Some(hosts) => hosts,
+                None => vec![format!("{name}.localhost")],
+            };
+            let mut clean_hosts = Vec::with_capacity(hosts.len());
+            for host in hosts {
+                let host = host.trim().to_ascii_lowercase();
+                if host.is_empty() || host.contains(['/', ' ', ':']) {
+                    return Err(invalid(
+                        key("hosts"),
+                        format!("`{host}` is not a host name (no scheme, port or path)"),
+                    ));
+                }
+                if let Some(other) = host_owner.get(&host) {
+                    return Err(invalid(
+                        key("hosts"),
+                        format!("host `{host}` is already routed to app `{other}`"),
+                    ));
+                }
+                host_owner.insert(host.clone(), name.clone());
+                clean_hosts.push(host);
+            }
+
+            let path =
+                resolve_dir(base, &app.path).map_err(|reason| invalid(key("path"), reason))?;
+
+            let site_packages = match &app.venv {
+                None => None,
+                Some(venv) => {
+                    let dir =
+                        resolve_dir(base, venv).map_err(|reason| invalid(key("venv"), reason))?;
+                    Some(find_site_packages(&dir).ok_or_else(|| {
+                        invalid(
+                            key("venv"),
+                            format!("{} has no lib/python3.*/site-packages", dir.display()),
+                        )
+                    })?)
+                }
+            };
+
+            let (module, callable) =
+                parse_entry(&app.entry).map_err(|r| invalid(key("entry"), r))?;
+            let search: Vec<&Path> = std::iter::once(path.as_path())
+                .chain(site_packages.as_deref())
+                .collect();
+            if !module_exists(&search, &module) {
                 return Err(invalid(
-                    key("hosts"),
-                    format!("host `{host}` is already routed to app `{other}`"),
+                    key("entry"),
+                    format!(
+                        "module `{module}` not found in {} (looked for {}.py and {}/__init__.py)",
+                        search
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(" or "),
+                        module.replace('.', "/"),
+                        module.replace('.', "/")
+                    ),
                 ));
             }
-            clean_hosts.push(host);
-        }
 
-        let scale = match (app.workers, &app.scale) {
-            (Some(_), Some(_)) => {
+            let scale = match (app.workers, &app.scale) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        key("workers"),
+                        "a fixed `workers` count and a [scale] section exclude each other \
+                         (`workers = N` is scale.min = scale.max = N)"
+                            .into(),
+                    ));
+                }
+                (Some(n), None) if n == 0 || n > 1024 => {
+                    return Err(invalid(key("workers"), "must be between 1 and 1024".into()));
+                }
+                (Some(n), None) => Scale::fixed(n),
+                (None, None) => Scale::fixed(default_workers()),
+                (None, Some(s)) => {
+                    validate_scale(s, &key).map_err(|(k, reason)| invalid(k, reason))?
+                }
+            };
+            if app.queue_max == 0 {
+                return Err(invalid(key("queue_max"), "must be at least 1".into()));
+            }
+            let queue_timeout = seconds(app.queue_timeout_s)
+                .ok_or_else(|| invalid(key("queue_timeout_s"), "must be > 0".into()))?;
+            if !(app.max_body_mb.is_finite() && app.max_body_mb >= 0.0) {
+                return Err(invalid(key("max_body_mb"), "must be >= 0".into()));
+            }
+            let max_body_bytes = (app.max_body_mb * 1024.0 * 1024.0) as u64;
+
+            let mut static_dirs = Vec::with_capacity(app.static_dirs.len());
+            for (prefix, dir) in app.static_dirs {
+                let skey = format!("apps.{name}.static.\"{prefix}\"");
+                if !prefix.starts_with('/') || prefix.contains("..") {
+                    return Err(invalid(
+                        skey,
+                        "a static URL prefix starts with '/' and has no '..'".into(),
+                    ));
+                }
+                let dir = resolve_dir(&path, &dir).map_err(|reason| invalid(skey, reason))?;
+                let prefix = prefix.trim_end_matches('/').to_owned();
+                static_dirs.push(StaticDir { prefix, dir });
+            }
+            // Longest prefix first, so `/static/img` wins over `/static`.
+            static_dirs.sort_by_key(|s| std::cmp::Reverse(s.prefix.len()));
+
+            let limits =
+                validate_limits(&app.limits, &key).map_err(|(k, reason)| invalid(k, reason))?;
+            let sandbox = validate_sandbox(app.sandbox, base, &key)
+                .map_err(|(k, reason)| invalid(k, reason))?;
+            let touch_reload = app
+                .touch_reload
+                .iter()
+                .map(|f| resolve_file(base, f))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|reason| invalid(key("touch_reload"), reason))?;
+
+            if let Some(w) = &app.warmup
+                && (!w.starts_with('/') || w.chars().any(|c| c.is_control()))
+            {
                 return Err(invalid(
-                    key("workers"),
-                    "a fixed `workers` count and a [scale] section exclude each other \
-                     (`workers = N` is scale.min = scale.max = N)"
-                        .into(),
+                    key("warmup"),
+                    "a warm-up path starts with '/' and has no control characters".into(),
                 ));
             }
-            (Some(n), None) if n == 0 || n > 1024 => {
-                return Err(invalid(key("workers"), "must be between 1 and 1024".into()));
-            }
-            (Some(n), None) => Scale::fixed(n),
-            (None, None) => Scale::fixed(default_workers()),
-            (None, Some(s)) => validate_scale(s, &key).map_err(|(k, reason)| invalid(k, reason))?,
-        };
-        if app.queue_max == 0 {
-            return Err(invalid(key("queue_max"), "must be at least 1".into()));
+            let env = validate_env(app.env, &app.env_files, base, &key)
+                .map_err(|(k, reason)| invalid(k, reason))?;
+            Ok(App {
+                warmup: app.warmup,
+                touch_reload,
+                limits,
+                sandbox,
+                uid: uids[&name],
+                env,
+                name: name.clone(),
+                path,
+                module,
+                callable,
+                hosts: clean_hosts,
+                workers: scale.min,
+                scale,
+                site_packages,
+                static_dirs,
+                queue_max: app.queue_max,
+                queue_timeout,
+                max_body_bytes,
+            })
+        })();
+        match checked {
+            Ok(app) => apps.push(app),
+            Err(e) => refused.push(Refused::new(&name, &host_owner, e)),
         }
-        let queue_timeout = seconds(app.queue_timeout_s)
-            .ok_or_else(|| invalid(key("queue_timeout_s"), "must be > 0".into()))?;
-        if !(app.max_body_mb.is_finite() && app.max_body_mb >= 0.0) {
-            return Err(invalid(key("max_body_mb"), "must be >= 0".into()));
-        }
-        let max_body_bytes = (app.max_body_mb * 1024.0 * 1024.0) as u64;
-
-        let mut static_dirs = Vec::with_capacity(app.static_dirs.len());
-        for (prefix, dir) in app.static_dirs {
-            let skey = format!("apps.{name}.static.\"{prefix}\"");
-            if !prefix.starts_with('/') || prefix.contains("..") {
-                return Err(invalid(
-                    skey,
-                    "a static URL prefix starts with '/' and has no '..'".into(),
-                ));
-            }
-            let dir = resolve_dir(&path, &dir).map_err(|reason| invalid(skey, reason))?;
-            let prefix = prefix.trim_end_matches('/').to_owned();
-            static_dirs.push(StaticDir { prefix, dir });
-        }
-        // Longest prefix first, so `/static/img` wins over `/static`.
-        static_dirs.sort_by_key(|s| std::cmp::Reverse(s.prefix.len()));
-
-        let limits =
-            validate_limits(&app.limits, &key).map_err(|(k, reason)| invalid(k, reason))?;
-        let sandbox =
-            validate_sandbox(app.sandbox, base, &key).map_err(|(k, reason)| invalid(k, reason))?;
-        let touch_reload = app
-            .touch_reload
-            .iter()
-            .map(|f| resolve_file(base, f))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|reason| invalid(key("touch_reload"), reason))?;
-
-        if let Some(w) = &app.warmup
-            && (!w.starts_with('/') || w.chars().any(|c| c.is_control()))
-        {
-            return Err(invalid(
-                key("warmup"),
-                "a warm-up path starts with '/' and has no control characters".into(),
-            ));
-        }
-        let env = validate_env(app.env, &app.env_files, base, &key)
-            .map_err(|(k, reason)| invalid(k, reason))?;
-        apps.push(App {
-            warmup: app.warmup,
-            touch_reload,
-            limits,
-            sandbox,
-            uid: uids[&name],
-            env,
-            name,
-            path,
-            module,
-            callable,
-            hosts: clean_hosts,
-            workers: scale.min,
-            scale,
-            site_packages,
-            static_dirs,
-            queue_max: app.queue_max,
-            queue_timeout,
-            max_body_bytes,
-        });
     }
 
-    apps_apart(&apps).map_err(|(key, reason)| invalid(key, reason))?;
-    writable_apart(&apps, base, &state_dir).map_err(|(key, reason)| invalid(key, reason))?;
+    // An app that another's sandbox could read, or whose writable directory holds warren's
+    // own files, is refused (each check names the app at fault).
+    while let Err((key, reason)) =
+        apps_apart(&apps).and_then(|()| writable_apart(&apps, base, &state_dir))
+    {
+        let Some(i) = apps
+            .iter()
+            .position(|a| key.starts_with(&format!("apps.{}.", a.name)))
+        else {
+            return Err(invalid(key, reason));
+        };
+        let app = apps.remove(i);
+        refused.push(Refused::new(&app.name, &host_owner, invalid(key, reason)));
+    }
+    refused.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Config {
         file: file.to_owned(),
         server: Server {
@@ -839,6 +896,7 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             },
         },
         apps,
+        refused,
     })
 }
 

@@ -1,5 +1,15 @@
 use super::*;
 
+/// [`super::parse`], with an app refused on its own counted as the error: most tests here
+/// check one app's refusal.
+fn parse(file: &Path, text: &str) -> Result<Config, String> {
+    let config = super::parse(file, text).map_err(|e| e.to_string())?;
+    match config.refused.first() {
+        Some(r) => Err(r.error.clone()),
+        None => Ok(config),
+    }
+}
+
 /// A temp dir holding `app/app.py`, `app/static/`, a fake venv, and the config file path.
 fn fixture() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -18,6 +28,47 @@ fn fixture() -> (tempfile::TempDir, PathBuf) {
     (dir, file)
 }
 
+#[test]
+fn an_app_with_a_problem_of_its_own_is_refused_alone() {
+    let (_dir, file) = fixture();
+    // In name order: `alpha` is first, then `bad` claims alpha's host.
+    let text = "[apps.alpha]\npath = \"app\"\nentry = \"app:application\"\n\
+                [apps.bad]\npath = \"app\"\nentry = \"app:application\"\nvenv = \"nowhere\"\n\
+                hosts = [\"bad.test\", \"alpha.localhost\"]\n\
+                [apps.worse]\npath = \"missing\"\nentry = \"app:application\"\n";
+    let config = super::parse(&file, text).unwrap();
+    let names: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["alpha"]);
+    let refused: Vec<(&str, &[String])> = config
+        .refused
+        .iter()
+        .map(|r| (r.name.as_str(), r.hosts.as_slice()))
+        .collect();
+    // `bad` keeps the host no other app had; `worse`'s is its default.
+    assert_eq!(
+        refused,
+        [
+            ("bad", &["bad.test".to_owned()][..]),
+            ("worse", &["worse.localhost".to_owned()][..])
+        ]
+    );
+    assert!(
+        config.refused[0]
+            .error
+            .contains("warren.toml: apps.bad.hosts")
+            && config.refused[0]
+                .error
+                .contains("already routed to app `alpha`"),
+        "{:?}",
+        config.refused
+    );
+    assert!(
+        config.refused[1].error.contains("apps.worse.path"),
+        "{:?}",
+        config.refused
+    );
+}
+
 /// Parses `text`; expects success, or an error whose message contains `expected_err`.
 fn check(text: &str, expected_err: Option<&str>) -> Option<Config> {
     let (_dir, file) = fixture();
@@ -25,8 +76,7 @@ fn check(text: &str, expected_err: Option<&str>) -> Option<Config> {
         (Ok(config), None) => Some(config),
         (Ok(_), Some(want)) => panic!("expected an error containing {want:?}, got Ok"),
         (Err(e), None) => panic!("unexpected error: {e}"),
-        (Err(e), Some(want)) => {
-            let msg = e.to_string();
+        (Err(msg), Some(want)) => {
             assert!(msg.contains(want), "error {msg:?} lacks {want:?}");
             assert!(msg.contains("warren.toml"), "error {msg:?} lacks the file");
             None

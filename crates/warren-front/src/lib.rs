@@ -269,6 +269,14 @@ async fn route(
     };
     let table = front.table();
     let Some(index) = table.routes.app_for(&host.name) else {
+        if let Some(app) = table.routes.refused_app(&host.name) {
+            return rescue::plain(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "app {app} is not running: its configuration was refused (warren's log says why)\n"
+                ),
+            );
+        }
         tracing::debug!(request_id = %format_args!("{id:016x}"), host = %host.name, "no app for host");
         return rescue::plain(
             http::StatusCode::NOT_FOUND,

@@ -20,6 +20,8 @@ pub struct Routes {
     hosts: HashMap<String, usize>,
     /// Per app, longest prefix first.
     statics: Vec<Vec<StaticRoute>>,
+    /// Hosts of the apps the config refused, to their app's name: a 503, not a 404.
+    refused: HashMap<String, String>,
 }
 
 impl Routes {
@@ -40,11 +42,26 @@ impl Routes {
                     .collect(),
             );
         }
-        Routes { hosts, statics }
+        let refused = config
+            .refused
+            .iter()
+            .flat_map(|r| r.hosts.iter().map(|h| (h.clone(), r.name.clone())))
+            .filter(|(h, _)| !hosts.contains_key(h))
+            .collect();
+        Routes {
+            hosts,
+            statics,
+            refused,
+        }
     }
 
     pub fn app_for(&self, host: &str) -> Option<usize> {
         self.hosts.get(host).copied()
+    }
+
+    /// The app of the config that `host` would go to, had its config not been refused.
+    pub fn refused_app(&self, host: &str) -> Option<&str> {
+        self.refused.get(host).map(String::as_str)
     }
 
     /// The static route whose prefix `path` falls under, if any (`/static` matches

@@ -117,6 +117,9 @@ fn run(cli: Cli) -> Result<()> {
                 };
                 println!("{app}: hosts {:?}, {workers}, {uid}{env}", app.hosts);
             }
+            for r in &config.refused {
+                println!("{}: refused: {}", r.name, r.error);
+            }
             if !nix_is_root() {
                 println!(
                     "(not root: the apps run as warren's own uid, which their writable \
@@ -130,6 +133,11 @@ fn run(cli: Cli) -> Result<()> {
                     .state_dir
                     .join(warren_config::identity::FILE)
                     .display()
+            );
+            anyhow::ensure!(
+                config.refused.is_empty(),
+                "{} of the config's apps cannot run as configured (above)",
+                config.refused.len()
             );
             Ok(())
         }
@@ -167,6 +175,7 @@ fn run(cli: Cli) -> Result<()> {
             init_logging();
             let path = config;
             let mut config = warren_config::load(&path)?;
+            runnable(&config)?;
             record_identities(&mut config)?;
             // Before any thread exists: probing forks, and user namespaces need one thread.
             let confinement = Arc::new(warren_master::Confinement::probe());
@@ -194,6 +203,28 @@ fn run(cli: Cli) -> Result<()> {
                 .block_on(serve(path, config, confinement))
         }
     }
+}
+
+/// Logs the apps the config refuses (the others are served), and fails when none is left.
+fn runnable(config: &warren_config::Config) -> Result<()> {
+    if config.apps.is_empty() {
+        let why: Vec<&str> = config.refused.iter().map(|r| r.error.as_str()).collect();
+        anyhow::ensure!(
+            !why.is_empty(),
+            "{}: no [apps.NAME] table: there is nothing to serve",
+            config.file.display()
+        );
+        anyhow::bail!("no app can run: {}", why.join("; "));
+    }
+    for r in &config.refused {
+        tracing::error!(
+            app = %r.name,
+            hosts = ?r.hosts,
+            error = %r.error,
+            "app refused: it is not started (its hosts answer 503); the others are"
+        );
+    }
+    Ok(())
 }
 
 /// Records the apps' uids in the state directory (giving new apps theirs) and logs each new

@@ -73,12 +73,49 @@ impl Stamps {
     }
 }
 
+/// An app the new config refuses on its own (its virtualenv gone, a bad value) but that runs
+/// now goes on as it runs: its running config takes the refused one's place, and the refusal
+/// is logged. One that does not run is logged as refused; its hosts answer 503.
+fn keep_running(config: &mut Config, running: &[warren_config::App]) {
+    let refused = std::mem::take(&mut config.refused);
+    for r in refused {
+        let taken = |app: &warren_config::App| {
+            config
+                .apps
+                .iter()
+                .any(|other| other.hosts.iter().any(|h| app.hosts.contains(h)))
+        };
+        match running.iter().find(|a| a.name == r.name) {
+            Some(app) if !taken(app) => {
+                tracing::error!(
+                    app = %r.name,
+                    error = %r.error,
+                    "the app's new config is refused; the running version keeps serving"
+                );
+                config.apps.push(app.clone());
+            }
+            _ => {
+                tracing::error!(
+                    app = %r.name,
+                    hosts = ?r.hosts,
+                    error = %r.error,
+                    "app refused: it does not run (its hosts answer 503)"
+                );
+                config.refused.push(r);
+            }
+        }
+    }
+    config.apps.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
 /// Waits for SIGHUP or a touched file and applies the config at `path`, one reload at a time,
 /// until the task is dropped.
 pub async fn run(front: Arc<Front>, path: PathBuf, config: Config, mut hup: Signal) {
     let mut stamps = Stamps::of(&config);
     // The running server settings: a reload does not re-apply them.
-    let server = config.server;
+    let server = config.server.clone();
+    // The apps as they run: one the new file refuses keeps its running version.
+    let mut running = config.apps;
     let mut poll = tokio::time::interval(TOUCH_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -106,6 +143,7 @@ pub async fn run(front: Arc<Front>, path: PathBuf, config: Config, mut hup: Sign
                 continue;
             }
         };
+        keep_running(&mut config, &running);
         if let Err(e) = crate::record_identities(&mut config) {
             tracing::error!(error = %format!("{e:#}"), "reload refused: the running config stays");
             continue;
@@ -114,6 +152,7 @@ pub async fn run(front: Arc<Front>, path: PathBuf, config: Config, mut hup: Sign
             tracing::warn!("[server] settings changed; they take effect at the next restart");
         }
         let report = front.reload(&config, redeploy.as_deref()).await;
+        running = config.apps.clone();
         tracing::info!(
             added = ?report.added,
             redeployed = ?report.redeployed,

@@ -1,5 +1,6 @@
 //! `warren serve` refuses a bad config: it exits non-zero before serving anything, and its
-//! stderr names the file, the dotted key and the reason (`FILE: KEY: REASON`).
+//! stderr names the file, the dotted key and the reason (`FILE: KEY: REASON`). A problem of one
+//! app's own refuses that app alone: the others are served, and `warren check` fails naming it.
 
 mod support;
 
@@ -144,8 +145,11 @@ fn bad_listen_address() {
     refused("[server]\nlisten = \"nonsense\"\n").says("server.listen", &["nonsense"]);
     refused("[server]\nlisten = \"127.0.0.1\"\n").says("server.listen", &["127.0.0.1"]);
     // Well-formed, but not an address of this machine (TEST-NET-3).
-    refused("[server]\nlisten = \"203.0.113.7:8080\"\n")
-        .says("server.listen", &["203.0.113.7:8080"]);
+    refused(&format!(
+        "[server]\nlisten = \"203.0.113.7:8080\"\n{}",
+        app("")
+    ))
+    .says("server.listen", &["203.0.113.7:8080"]);
     // Well-formed, but taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
@@ -153,20 +157,42 @@ fn bad_listen_address() {
         .says("server.listen", &[&addr.to_string()]);
 }
 
+/// Runs `warren check` on `config` and expects it to fail: its stdout.
+fn check_refuses(config: &str) -> String {
+    let dir = tempdir();
+    let file = dir.path().join("check.toml");
+    std::fs::write(&file, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "check accepted:\n{config}\n{stdout}");
+    stdout
+}
+
 #[test]
 fn duplicate_hosts() {
+    // The app later in name order is refused (alone: the first one is served).
     let dir = fixture("queues");
     let config = format!(
         "[apps.a]\npath = \"{dir}\"\nentry = \"app:application\"\nhosts = [\"shared.localhost\"]\n\
          [apps.b]\npath = \"{dir}\"\nentry = \"app:application\"\nhosts = [\"other.localhost\", \"Shared.localhost\"]\n"
     );
-    refused(&config).says("apps.b.hosts", &["shared.localhost"]);
+    let out = check_refuses(&config);
+    assert!(
+        out.contains("b: refused: ") && out.contains("apps.b.hosts: host `shared.localhost`"),
+        "{out}"
+    );
+    assert!(out.contains("a (app:application)"), "{out}");
     // An explicit host equal to another app's default.
     let config = format!(
         "[apps.a]\npath = \"{dir}\"\nentry = \"app:application\"\n\
          [apps.b]\npath = \"{dir}\"\nentry = \"app:application\"\nhosts = [\"a.localhost\"]\n"
     );
-    refused(&config).says("apps.b.hosts", &["a.localhost"]);
+    let out = check_refuses(&config);
+    assert!(out.contains("apps.b.hosts: host `a.localhost`"), "{out}");
 }
 
 #[test]
@@ -271,4 +297,88 @@ fn check_lists_each_app_with_its_worker_range() {
         ),
         "{text}"
     );
+}
+
+/// Two apps, `good` and one whose virtualenv does not exist (yet).
+fn good_and_missing_venv() -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n\
+         [apps.good]\npath = \"{hello}\"\nentry = \"app:application\"\nworkers = 1\n\n\
+         [apps.novenv]\npath = \"{hello}\"\nentry = \"app:application\"\nworkers = 1\n\
+         venv = \"no-such-venv\"\n",
+        hello = support::repo_root().join("examples/apps/hello").display()
+    )
+}
+
+#[test]
+fn an_app_that_cannot_run_is_refused_alone_and_named() {
+    // `warren serve`: the other app is served; the refused one's host says why it is not.
+    let w = support::Warren::start(&good_and_missing_venv());
+    w.wait_workers("good", 1);
+    w.get("good.localhost", "/").assert_ok();
+    let resp = w.get("novenv.localhost", "/");
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert!(
+        resp.text().contains("app novenv is not running"),
+        "{}",
+        resp.text()
+    );
+    assert!(
+        !resp.text().contains("no-such-venv"),
+        "a client is not told the server's paths: {}",
+        resp.text()
+    );
+    let refused = w.log_lines(&["app refused", "apps.novenv.venv", "no-such-venv"]);
+    assert_eq!(refused.len(), 1, "{}", w.logs());
+    // Once its virtualenv exists, a reload starts it.
+    let venv = w
+        .dir
+        .path()
+        .join("no-such-venv/lib/python3.11/site-packages");
+    std::fs::create_dir_all(&venv).unwrap();
+    w.hangup();
+    assert!(
+        w.wait_for_log_line(Duration::from_secs(30), &["reload done"]),
+        "{}",
+        w.logs()
+    );
+    w.wait_workers("novenv", 1);
+    w.get("novenv.localhost", "/").assert_ok();
+    // And when it goes away again, the running version keeps serving.
+    std::fs::remove_dir_all(w.dir.path().join("no-such-venv")).unwrap();
+    w.hangup();
+    assert!(
+        w.wait_for_log_line(
+            Duration::from_secs(30),
+            &["apps.novenv.venv", "the running version keeps serving"]
+        ),
+        "{}",
+        w.logs()
+    );
+    w.get("novenv.localhost", "/").assert_ok();
+    w.stop();
+
+    // `warren check` names it and fails.
+    let dir = tempdir();
+    let file = dir.path().join("two.toml");
+    std::fs::write(&file, good_and_missing_venv()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("good (app:application)"), "{text}");
+    assert!(
+        text.contains("novenv: refused: ") && text.contains("apps.novenv.venv"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_config_whose_apps_all_fail_or_that_has_none_is_refused() {
+    refused(&app("venv = \"no-such-venv\"")).says("apps.a.venv", &["no-such-venv"]);
+    let r = refused("[server]\nlisten = \"127.0.0.1:0\"\n");
+    assert!(r.stderr.contains("no [apps.NAME] table"), "{}", r.stderr);
 }
