@@ -14,12 +14,19 @@ fn main() {
         .expect("pyo3 found no Python interpreter; set PYO3_PYTHON")
         .to_owned();
     let out = Command::new(&exe)
-        .args(["-c", "import sys; print(sys.base_prefix)"])
+        .args([
+            "-c",
+            "import sys; print(sys.base_prefix); print('%d.%d.%d' % sys.version_info[:3])",
+        ])
         .output()
         .expect("running the build's Python interpreter");
     assert!(out.status.success(), "{exe} failed to report its prefix");
-    let home = String::from_utf8(out.stdout).expect("prefix is UTF-8");
+    let text = String::from_utf8(out.stdout).expect("prefix is UTF-8");
+    let mut lines = text.lines();
+    let home = lines.next().expect("the prefix");
+    let version = lines.next().expect("the version");
     println!("cargo:rustc-env=WARREN_PYTHON_HOME={}", home.trim());
+    println!("cargo:rustc-env=WARREN_PYTHON_VERSION={}", version.trim());
     println!("cargo:rustc-env=WARREN_PYTHON_EXE={exe}");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 }

@@ -137,6 +137,9 @@ pub struct App {
     pub scale: Scale,
     /// The virtualenv's `site-packages` directory, added to `sys.path` after the app directory.
     pub site_packages: Option<PathBuf>,
+    /// The virtualenv's directory and the Python version it was made with (`pyvenv.cfg`'s
+    /// `version`, or the `3.X` of its `lib/python3.X`).
+    pub venv: Option<(PathBuf, String)>,
     /// URL prefix (no trailing slash) to absolute directory, served by the front itself.
     pub static_dirs: Vec<StaticDir>,
     /// Most requests waiting in this app's queue; one more gets 503.
@@ -730,11 +733,13 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             let path =
                 resolve_dir(base, &app.path).map_err(|reason| invalid(key("path"), reason))?;
 
+            let mut venv_dir = None;
             let site_packages = match &app.venv {
                 None => None,
                 Some(venv) => {
                     let dir =
                         resolve_dir(base, venv).map_err(|reason| invalid(key("venv"), reason))?;
+                    venv_dir = Some(dir.clone());
                     Some(find_site_packages(&dir).ok_or_else(|| {
                         invalid(
                             key("venv"),
@@ -844,6 +849,10 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
                 hosts: clean_hosts,
                 workers: scale.min,
                 scale,
+                venv: venv_dir.zip(site_packages.as_deref()).map(|(dir, sp)| {
+                    let version = venv_version(&dir, sp);
+                    (dir, version)
+                }),
                 site_packages,
                 static_dirs,
                 queue_max: app.queue_max,
@@ -1166,6 +1175,70 @@ fn resolve_dir(base: &Path, rel: &str) -> Result<PathBuf, String> {
         Ok(p) => Err(format!("{} is not a directory", p.display())),
         Err(e) => Err(format!("{}: {e}", joined.display())),
     }
+}
+
+/// The Python version a virtualenv was made with: `pyvenv.cfg`'s `version` (or
+/// `version_info`), else the `3.X` of `site_packages`'s parent (`lib/python3.X`).
+fn venv_version(venv: &Path, site_packages: &Path) -> String {
+    let from_cfg = std::fs::read_to_string(venv.join("pyvenv.cfg"))
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let (k, v) = line.split_once('=')?;
+                matches!(k.trim(), "version" | "version_info").then(|| v.trim().to_owned())
+            })
+        });
+    from_cfg.unwrap_or_else(|| {
+        site_packages
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().trim_start_matches("python").to_owned())
+            .unwrap_or_default()
+    })
+}
+
+/// `3.11` of `3.11.7`.
+fn minor(version: &str) -> &str {
+    let mut dots = version.match_indices('.').map(|(i, _)| i);
+    match (dots.next(), dots.next()) {
+        (Some(_), Some(second)) => &version[..second],
+        _ => version,
+    }
+}
+
+/// Refuses each app whose virtualenv was made with a Python of another minor version than
+/// `embedded` (the one warren's worker embeds, whose interpreter is `exe`): its compiled
+/// packages would fail to import as "No module named ...". The refusal names both versions
+/// and the command that makes a fitting virtualenv.
+pub fn refuse_other_pythons(config: &mut Config, embedded: &str, exe: &str) {
+    let file = config.file.clone();
+    let (keep, other): (Vec<App>, Vec<App>) =
+        std::mem::take(&mut config.apps).into_iter().partition(|a| {
+            a.venv
+                .as_ref()
+                .is_none_or(|(_, v)| minor(v) == minor(embedded))
+        });
+    config.apps = keep;
+    for app in other {
+        let (dir, version) = app.venv.as_ref().expect("partitioned on it");
+        let error = ConfigError::Invalid {
+            path: file.clone(),
+            key: format!("apps.{}.venv", app.name),
+            reason: format!(
+                "{} was made with Python {version}, but warren embeds Python {embedded}: make \
+                 it again with `{exe} -m venv {}` (packages compiled for one cannot load in the \
+                 other)",
+                dir.display(),
+                dir.display()
+            ),
+        };
+        config.refused.push(Refused {
+            name: app.name.clone(),
+            hosts: app.hosts.clone(),
+            error: error.to_string(),
+        });
+    }
+    config.refused.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
 fn find_site_packages(venv: &Path) -> Option<PathBuf> {

@@ -599,3 +599,24 @@ fn a_missing_writable_directory_is_accepted_when_its_parent_exists() {
     assert!(w[0].is_absolute() && w[0].ends_with("data") && !w[0].exists());
     assert!(w[1].ends_with("app/static"));
 }
+
+#[test]
+fn minor_versions_and_the_version_of_a_venv() {
+    let check = |v: &str, want: &str| assert_eq!(minor(v), want, "{v}");
+    check("3.11.7", "3.11");
+    check("3.11", "3.11");
+    check("3.12.0rc1", "3.12");
+    check("3", "3");
+    let dir = tempfile::tempdir().unwrap();
+    let sp = dir.path().join("lib/python3.13/site-packages");
+    std::fs::create_dir_all(&sp).unwrap();
+    // Without pyvenv.cfg: the lib directory's name.
+    assert_eq!(venv_version(dir.path(), &sp), "3.13");
+    std::fs::write(
+        dir.path().join("pyvenv.cfg"),
+        "home = /x\nversion_info = 3.13.1.final.0\n",
+    )
+    .unwrap();
+    assert_eq!(venv_version(dir.path(), &sp), "3.13.1.final.0");
+    assert_eq!(minor(&venv_version(dir.path(), &sp)), "3.13");
+}

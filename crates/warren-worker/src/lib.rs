@@ -23,6 +23,12 @@ fn usage(msg: &str) -> ! {
     std::process::exit(EXIT_USAGE);
 }
 
+/// The version of the Python this worker embeds (`3.11.7`): an app's virtualenv must be made
+/// with the same minor version, whose compiled packages it can load.
+pub const PYTHON_VERSION: &str = env!("WARREN_PYTHON_VERSION");
+/// The interpreter it was built against, to make such a virtualenv with.
+pub const PYTHON_EXE: &str = env!("WARREN_PYTHON_EXE");
+
 /// The name (`argv[0]`) under which the `warren` binary runs as the worker.
 pub const ARGV0: &str = warren_sandbox::WORKER_ARGV0;
 

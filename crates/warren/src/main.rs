@@ -92,7 +92,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Check { config } => {
             // Reads the config, the env files and the identities; writes nothing.
-            let config = warren_config::load(&config)?;
+            let config = load_config(&config)?;
             let recorded = warren_config::identity::read(&config.server.state_dir)?;
             for app in &config.apps {
                 let s = &app.scale;
@@ -174,7 +174,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve { config } => {
             init_logging();
             let path = config;
-            let mut config = warren_config::load(&path)?;
+            let mut config = load_config(&path)?;
             runnable(&config)?;
             record_identities(&mut config)?;
             // Before any thread exists: probing forks, and user namespaces need one thread.
@@ -203,6 +203,18 @@ fn run(cli: Cli) -> Result<()> {
                 .block_on(serve(path, config, confinement))
         }
     }
+}
+
+/// Loads the config at `path`; an app whose virtualenv was made with another Python than the
+/// one warren embeds is refused (with both versions named).
+pub(crate) fn load_config(path: &Path) -> Result<warren_config::Config> {
+    let mut config = warren_config::load(path)?;
+    warren_config::refuse_other_pythons(
+        &mut config,
+        warren_worker::PYTHON_VERSION,
+        warren_worker::PYTHON_EXE,
+    );
+    Ok(config)
 }
 
 /// Logs the apps the config refuses (the others are served), and fails when none is left.

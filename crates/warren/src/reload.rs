@@ -136,10 +136,10 @@ pub async fn run(front: Arc<Front>, path: PathBuf, config: Config, mut hup: Sign
                 }
             },
         };
-        let mut config = match warren_config::load(&path) {
+        let mut config = match crate::load_config(&path) {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, "reload refused: the config does not load; the running one stays");
+                tracing::error!(error = %format!("{e:#}"), "reload refused: the config does not load; the running one stays");
                 continue;
             }
         };

@@ -382,3 +382,71 @@ fn a_config_whose_apps_all_fail_or_that_has_none_is_refused() {
     let r = refused("[server]\nlisten = \"127.0.0.1:0\"\n");
     assert!(r.stderr.contains("no [apps.NAME] table"), "{}", r.stderr);
 }
+
+#[test]
+fn a_virtualenv_of_another_python_is_refused_with_both_versions() {
+    let dir = tempdir();
+    let venv = dir.path().join("venv312");
+    std::fs::create_dir_all(venv.join("lib/python3.12/site-packages")).unwrap();
+    std::fs::write(
+        venv.join("pyvenv.cfg"),
+        "home = /usr/bin\nversion = 3.12.1\n",
+    )
+    .unwrap();
+    let file = dir.path().join("py.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[apps.good]\npath = \"{hello}\"\nentry = \"app:application\"\n\
+             [apps.other]\npath = \"{hello}\"\nentry = \"app:application\"\nvenv = \"venv312\"\n",
+            hello = support::repo_root().join("examples/apps/hello").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    let embedded = String::from_utf8(
+        Command::new(support::repo_root().join(".venv/bin/python"))
+            .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("other: refused: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("apps.other.venv")
+            && line.contains("made with Python 3.12.1")
+            && line.contains(&format!("warren embeds Python {}", embedded.trim()))
+            && line.contains("-m venv"),
+        "{line}"
+    );
+    // The project's own venv, made by scripts/setup from the same Python, is accepted.
+    std::fs::write(
+        &file,
+        format!(
+            "[apps.good]\npath = \"{hello}\"\nentry = \"app:application\"\nvenv = \"{venv}\"\n",
+            hello = support::repo_root().join("examples/apps/hello").display(),
+            venv = support::repo_root().join(".venv").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
