@@ -1261,15 +1261,22 @@ fn is_identifier(s: &str) -> bool {
 }
 
 /// Splits `module:callable`, checking both halves are Python identifiers (the module dotted).
+/// `module:factory()` names an app factory, called once in the zygote: the callable keeps its
+/// `()`, which the worker reads.
 fn parse_entry(entry: &str) -> Result<(String, String), String> {
     let Some((module, callable)) = entry.split_once(':') else {
-        return Err(format!("`{entry}` is not of the form module:callable"));
+        return Err(format!(
+            "`{entry}` is not of the form module:callable (or module:factory())"
+        ));
     };
     if !module.split('.').all(is_identifier) {
         return Err(format!("`{module}` is not a Python module name"));
     }
-    if !is_identifier(callable) {
-        return Err(format!("`{callable}` is not a Python identifier"));
+    let name = callable.strip_suffix("()").unwrap_or(callable);
+    if !is_identifier(name) {
+        return Err(format!(
+            "`{callable}` is not a Python identifier, or one followed by () for a factory"
+        ));
     }
     Ok((module.to_owned(), callable.to_owned()))
 }

@@ -620,3 +620,20 @@ fn minor_versions_and_the_version_of_a_venv() {
     assert_eq!(venv_version(dir.path(), &sp), "3.13.1.final.0");
     assert_eq!(minor(&venv_version(dir.path(), &sp)), "3.13");
 }
+
+#[test]
+fn entries_name_a_callable_or_a_factory() {
+    let check = |entry: &str, want: Option<(&str, &str)>| {
+        let got = parse_entry(entry).ok();
+        let got = got.as_ref().map(|(m, c)| (m.as_str(), c.as_str()));
+        assert_eq!(got, want, "{entry}");
+    };
+    check("app:application", Some(("app", "application")));
+    check("pkg.wsgi:app", Some(("pkg.wsgi", "app")));
+    check("app:create_app()", Some(("app", "create_app()")));
+    check("app:create_app(1)", None);
+    check("app:()", None);
+    check("app:create_app()()", None);
+    check("app", None);
+    check(":app", None);
+}

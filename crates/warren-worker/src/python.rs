@@ -138,10 +138,27 @@ pub fn load_app<'py>(py: Python<'py>, spec: &AppSpec) -> PyResult<Bound<'py, PyA
     path.insert(0, &spec.dir)?;
     sys.setattr("argv", vec![spec.name.clone()])?;
     let module = py.import(spec.module.as_str())?;
-    let app = module.getattr(spec.callable.as_str())?;
+    // `module:create_app()`: an app factory (Flask's tutorial, Nginx Unit's `factory`), called
+    // once here in the zygote; every worker forked after shares what it built.
+    let (name, factory) = match spec.callable.strip_suffix("()") {
+        Some(name) => (name, true),
+        None => (spec.callable.as_str(), false),
+    };
+    let mut app = module.getattr(name)?;
+    if factory {
+        if !app.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "{}:{name} is not callable (it is a {}), so it cannot be called as a factory",
+                spec.module,
+                app.get_type().name()?
+            )));
+        }
+        app = app.call0()?;
+    }
     if !app.is_callable() {
+        let what = if factory { "returned" } else { "is" };
         return Err(PyTypeError::new_err(format!(
-            "{}:{} is not callable (it is a {})",
+            "{}:{} {what} a {}, not a WSGI callable",
             spec.module,
             spec.callable,
             app.get_type().name()?

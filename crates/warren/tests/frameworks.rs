@@ -446,3 +446,68 @@ workers = 1
     );
     w.stop();
 }
+
+#[test]
+fn an_app_factory_is_called_once_in_the_zygote() {
+    let venv = venv();
+    let factory = repo_root().join("tests/apps/factory");
+    let w = Warren::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[apps.flaskf]
+path = "{dir}"
+entry = "app:create_app()"
+venv = "{venv}"
+workers = 2
+
+[apps.plainf]
+path = "{dir}"
+entry = "app:plain()"
+workers = 2
+
+[apps.notapp]
+path = "{dir}"
+entry = "app:not_an_app()"
+workers = 1
+"#,
+        dir = factory.display(),
+        venv = venv.display(),
+    ));
+    w.wait_workers("flaskf", 2);
+    w.wait_workers("plainf", 2);
+    for (host, kind) in [("flaskf.localhost", "flask"), ("plainf.localhost", "plain")] {
+        let mut makers = std::collections::BTreeSet::new();
+        let mut servers = std::collections::BTreeSet::new();
+        let mut c = w.client(host);
+        // Both workers answer (the pool hands out the idle ones in turn under two at once).
+        for _ in 0..20 {
+            let resp = c.get("/");
+            ok(&resp);
+            let text = resp.text();
+            let rest = text
+                .strip_prefix(&format!("{kind} factory ran in "))
+                .unwrap_or_else(|| panic!("{text}"));
+            let (maker, rest) = rest.split_once(' ').unwrap();
+            assert!(rest.starts_with("(1 time(s))"), "{text}");
+            makers.insert(maker.to_owned());
+            servers.insert(rest.rsplit(' ').next().unwrap().to_owned());
+        }
+        assert_eq!(makers.len(), 1, "{kind}: the factory ran in {makers:?}");
+        assert!(
+            !servers.contains(makers.iter().next().unwrap()),
+            "{kind}: the zygote served a request itself"
+        );
+    }
+    // A factory that returns something else: the import fails with a clear error.
+    assert!(
+        w.wait_for_log_line(
+            std::time::Duration::from_secs(20),
+            &["app:not_an_app()", "returned a int, not a WSGI callable"]
+        ),
+        "{}",
+        w.logs()
+    );
+    w.stop();
+}
