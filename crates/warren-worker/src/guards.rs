@@ -5,6 +5,12 @@
 //! also written once per process to stderr, so that it reaches warren's log against the app
 //! even when the app catches the exception.
 //!
+//! What the kernel refuses by a limit (a full `/tmp`, a file past its size limit, too many open
+//! files, a read-only file system) cannot be caught before it happens; instead the exception
+//! gets a note (PEP 678) naming the setting, added wherever its traceback is formatted: by the
+//! worker for an exception the app did not catch, and through `traceback.TracebackException`
+//! for one that a framework logs (Flask, Django and Bottle all format tracebacks with it).
+//!
 //! Python 3.11 raises no audit event when a thread starts (`_thread.start_new_thread` is one
 //! from 3.12 on), so without `limits.threads` the guards also replace `_thread`'s starters with
 //! one that raises the same error: seccomp would otherwise refuse the `clone` with a bare
@@ -81,6 +87,73 @@ unsafe extern "C" {
     ) -> c_int;
 }
 
+/// Python that adds [`limit_notes`]'s note to an `OSError` whose traceback is formatted.
+const NOTES: &CStr = c"
+import traceback as _traceback
+
+def install(notes):
+    def annotate(exc):
+        note = notes.get(getattr(exc, 'errno', None)) if isinstance(exc, OSError) else None
+        if note is not None and note not in getattr(exc, '__notes__', ()):
+            exc.add_note(note)
+
+    init = _traceback.TracebackException.__init__
+
+    def __init__(self, exc_type, exc_value, *args, **kwargs):
+        try:
+            annotate(exc_value)
+        except Exception:
+            pass
+        init(self, exc_type, exc_value, *args, **kwargs)
+
+    _traceback.TracebackException.__init__ = __init__
+    return annotate
+";
+
+/// The note for each errno a limit of `policy` causes.
+fn limit_notes(policy: &Policy) -> Vec<(i32, String)> {
+    let mb = |b: u64| b.div_ceil(1024 * 1024);
+    vec![
+        (
+            libc::ENOSPC,
+            format!(
+                "warren: the app's /tmp holds limits.tmp_mb = {} MB (or the file system of a \
+                 sandbox.writable directory is full)",
+                mb(policy.tmp_bytes)
+            ),
+        ),
+        (
+            libc::EFBIG,
+            format!(
+                "warren: a file may grow to limits.fsize_mb = {} MB",
+                mb(policy.fsize_bytes)
+            ),
+        ),
+        (
+            libc::EMFILE,
+            format!(
+                "warren: a worker may hold limits.nofile = {} open files",
+                policy.nofile
+            ),
+        ),
+        (
+            libc::EROFS,
+            "warren: the sandbox writes only to /tmp and the sandbox.writable directories".into(),
+        ),
+    ]
+}
+
+/// The Python function that adds a limit's note to an exception (see the module doc).
+static ANNOTATE: OnceLock<Py<PyAny>> = OnceLock::new();
+
+/// Adds a limit's note to `err` when it is an `OSError` a limit caused (before the worker
+/// prints an exception the app did not catch). Nothing without the guards.
+pub fn annotate(py: Python<'_>, err: &PyErr) {
+    if let Some(f) = ANNOTATE.get() {
+        let _ = f.bind(py).call1((err.value(py),));
+    }
+}
+
 /// Installs the guards for the app `policy` confines. Once per process.
 pub fn install(py: Python<'_>, policy: &Policy) -> PyResult<()> {
     let socket = py
@@ -112,6 +185,13 @@ pub fn install(py: Python<'_>, policy: &Policy) -> PyResult<()> {
     if !policy.threads {
         replace_thread_starters(py)?;
     }
+    let notes = PyDict::new(py);
+    for (errno, note) in limit_notes(policy) {
+        notes.set_item(errno, note)?;
+    }
+    let module = pyo3::types::PyModule::from_code(py, NOTES, c"<warren-notes>", c"_warren_notes")?;
+    let annotate = module.getattr("install")?.call1((notes,))?;
+    let _ = ANNOTATE.set(annotate.unbind());
     Ok(())
 }
 

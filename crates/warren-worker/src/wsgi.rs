@@ -576,6 +576,7 @@ impl<'a, 'py> Worker<'a, 'py> {
                 "warren-worker: app {}: request {id:016x}: unhandled exception:",
                 self.name
             );
+            crate::guards::annotate(py, &err);
             err.display(py);
         }
         let mut conn = self.conn.borrow_mut();

@@ -26,6 +26,8 @@ use support::{Client, Warren, fixture, repo_root};
 
 const EVIL: &str = "evil.localhost";
 const GUARDED: &str = "guarded.localhost";
+/// The guarded app's `limits.tmp_mb`.
+const TMP_MB_GUARDED: u64 = 16;
 const GOOD: &str = "good.localhost";
 
 /// What `examples/apps/hello` answers.
@@ -96,6 +98,10 @@ entry = "app:application"
 venv = "{venv}"
 workers = 1
 # python_guards default true
+
+[apps.guarded.limits]
+fsize_mb = 1              # for the notes a file past these gets
+tmp_mb = {TMP_MB_GUARDED}
 
 [apps.good]
 path = "{hello}"
@@ -1325,6 +1331,35 @@ fn python_guards_refuse_with_a_message_naming_the_app_and_the_policy() {
             s.w.log_lines(&["guarded", &format!("refused ({kind}, logged once)")]);
         assert_eq!(lines.len(), 1, "{kind}:\n{logs}");
     }
+    s.finish();
+}
+
+#[test]
+fn python_guards_note_the_limit_a_failure_hit() {
+    let Some(s) = Scene::start() else { return };
+    // Formatted as a framework logs a caught exception.
+    let r = attack_on(&s.w, GUARDED, "/limit_notes");
+    assert!(
+        r.get("fsize").contains("File too large")
+            && r.get("fsize").contains("limits.fsize_mb = 1 MB"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.get("tmp").contains("No space left on device")
+            && r.get("tmp")
+                .contains(&format!("limits.tmp_mb = {TMP_MB_GUARDED} MB")),
+        "{}",
+        r.body
+    );
+    // Not caught: the worker's own traceback carries it.
+    let resp = s.w.get(GUARDED, "/raise_full_tmp");
+    assert_eq!(resp.status, 500, "{}", resp.text());
+    assert!(
+        s.w.wait_for_log_line(Duration::from_secs(10), &["guarded", "limits.tmp_mb"]),
+        "{}",
+        s.w.logs()
+    );
     s.finish();
 }
 

@@ -57,6 +57,7 @@ import sys
 import termios
 import threading
 import time
+import traceback
 import urllib.parse
 
 # The Python guards may refuse ctypes altogether (importing it loads a library); the app must
@@ -1240,6 +1241,42 @@ def attack_fork_at_import(q):
 # WSGI
 
 
+def fill_tmp_until_full():
+    """Writes 512 KiB files into /tmp until a write fails; removes them; returns the OSError."""
+    paths = []
+    chunk = b"\x5a" * (512 * 1024)
+    try:
+        for i in range(4096):
+            path = f"/tmp/full-{i}"
+            paths.append(path)
+            with open(path, "wb") as f:
+                f.write(chunk)
+    except OSError as exc:
+        return exc
+    finally:
+        for p in paths:
+            remove_quietly(p)
+    return None
+
+
+def attack_limit_notes(q):
+    """A file past limits.fsize_mb and a full /tmp: each OSError, formatted as a framework
+    formats a logged exception (traceback.format_exception), carries warren's note naming the
+    setting (the guarded app runs with fsize_mb = 1)."""
+    results = {}
+    try:
+        with open("/tmp/big", "wb") as f:
+            f.write(b"\x5a" * (2 * MiB))
+    except OSError as exc:
+        results["fsize"] = "".join(traceback.format_exception(exc))
+    finally:
+        remove_quietly("/tmp/big")
+    exc = fill_tmp_until_full()
+    if exc is not None:
+        results["tmp"] = "".join(traceback.format_exception(exc))
+    return contained("limits hit", **results)
+
+
 ATTACKS = {
     name[len("attack_"):]: fn
     for name, fn in globals().items()
@@ -1258,6 +1295,13 @@ def application(environ, start_response):
     name = path.strip("/")
     if name == "ok":
         return reply(start_response, "200 OK", b"ok")
+    if name == "raise_full_tmp":
+        # An OSError the app does not catch: the worker prints it (and answers 500).
+        def body():
+            raise fill_tmp_until_full() or RuntimeError("/tmp never filled")
+            yield b""
+
+        return body()
     attack = ATTACKS.get(name)
     if attack is None:
         body = ("unknown attack; routes: " + " ".join(sorted(ATTACKS)) + " ok\n").encode()
