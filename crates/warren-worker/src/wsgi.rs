@@ -331,29 +331,10 @@ impl Input {
     }
 }
 
-/// Decodes `%XX` escapes; malformed escapes are kept as they are (as gunicorn and uWSGI do).
+/// Decodes `%XX` escapes (the `percent-encoding` crate); malformed escapes are kept as they
+/// are (as gunicorn and uWSGI do).
 fn percent_decode(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !path.contains(&b'%') {
-        return path.into();
-    }
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(path.len());
-    let mut i = 0;
-    while i < path.len() {
-        if path[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                path.get(i + 1).copied().and_then(hex),
-                path.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        out.push(path[i]);
-        i += 1;
-    }
-    out.into()
+    percent_encoding::percent_decode(path).into()
 }
 
 /// `HTTP_` + the header name upper-cased with `-` as `_`.
