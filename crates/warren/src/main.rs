@@ -119,10 +119,10 @@ fn run(cli: Cli) -> Result<()> {
             // Reads the config, the env files and the identities; writes nothing, unless the
             // apps are to be imported: they then run as serve runs them, with their uids.
             let mut config = load_config(&config)?;
-            let recorded = warren_config::identity::read(&config.server.state_dir)?;
             if import {
                 record_identities(&mut config)?;
             }
+            let recorded = warren_config::identity::read(&config.server.state_dir)?;
             for app in &config.apps {
                 let s = &app.scale;
                 let workers = if s.is_fixed() {
