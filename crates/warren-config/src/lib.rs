@@ -57,7 +57,8 @@ pub enum ConfigError {
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The file it came from (kept so later messages can point back at it).
+    /// The file it came from (kept so later messages can point back at it); for `warren run`,
+    /// the file in the app's directory that its in-memory config stands for.
     pub file: PathBuf,
     pub server: Server,
     /// Apps in name order (new apps are given their uids in this order).

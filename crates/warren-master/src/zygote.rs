@@ -5,6 +5,9 @@
 //! pipes attached. The zygote replies `Forked{pid}`, the new worker says `READY` on its
 //! response pipe, and the worker joins the pool. Confinement wraps the zygote's launch
 //! (`warren_sandbox::zygote_command`), so every worker inherits it.
+//!
+//! [`try_import`] (`warren check --import`) starts a zygote through the same launch, waits for
+//! it to import the app, and stops it.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
