@@ -19,11 +19,17 @@ use serde::Deserialize;
 
 mod env;
 pub mod identity;
+mod quick;
 
 pub use env::{Env, check_key, parse_env_file};
+pub use quick::QuickStart;
 
 /// Where the bundled example config lives, relative to the working directory.
 pub const DEFAULT_CONFIG: &str = "config/warren.toml";
+
+/// The host of an app that takes every request whose host no other app has (`hosts =
+/// ["*"]`, as `warren run` gives its app). One app at most may have it.
+pub const CATCH_ALL: &str = "*";
 
 /// A configuration that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +47,9 @@ pub enum ConfigError {
         key: String,
         reason: String,
     },
+    /// A value given on the command line (`warren run`), named by its flag.
+    #[error("{flag}: {reason}")]
+    Flag { flag: String, reason: String },
     #[error("{0}")]
     Identities(#[from] identity::IdentityError),
 }
@@ -48,7 +57,8 @@ pub enum ConfigError {
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The file it came from (kept so later messages can point back at it).
+    /// The file it came from (kept so later messages can point back at it); for `warren run`,
+    /// the file in the app's directory that its in-memory config stands for.
     pub file: PathBuf,
     pub server: Server,
     /// Apps in name order (new apps are given their uids in this order).
@@ -67,6 +77,10 @@ pub struct Refused {
     pub hosts: Vec<String>,
     /// `FILE: KEY: REASON`, as a refused config's one line.
     pub error: String,
+    /// The key at fault (`apps.NAME.venv`) and the reason alone, for a caller that names the
+    /// value's origin otherwise (`warren run` names its flags).
+    pub key: String,
+    pub reason: String,
 }
 
 impl Refused {
@@ -77,10 +91,20 @@ impl Refused {
             .map(|(host, _)| host.clone())
             .collect();
         hosts.sort();
+        Refused::of(name, hosts, error)
+    }
+
+    fn of(name: &str, hosts: Vec<String>, error: ConfigError) -> Refused {
+        let (key, reason) = match &error {
+            ConfigError::Invalid { key, reason, .. } => (key.clone(), reason.clone()),
+            other => (String::new(), other.to_string()),
+        };
         Refused {
             name: name.to_owned(),
             hosts,
             error: error.to_string(),
+            key,
+            reason,
         }
     }
 }
@@ -720,6 +744,15 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
                         format!("`{host}` is not a host name (no scheme, port or path)"),
                     ));
                 }
+                if host.contains('*') && host != CATCH_ALL {
+                    return Err(invalid(
+                        key("hosts"),
+                        format!(
+                            "`{host}` is not a host name: the one wildcard is `*` alone, for \
+                             every host that no other app has"
+                        ),
+                    ));
+                }
                 if let Some(other) = host_owner.get(&host) {
                     return Err(invalid(
                         key("hosts"),
@@ -1111,7 +1144,8 @@ fn resolve_file(base: &Path, rel: &str) -> Result<PathBuf, String> {
     let (Some(parent), Some(name)) = (joined.parent(), joined.file_name()) else {
         return Err(format!("{} is not a file path", joined.display()));
     };
-    let parent = resolve_dir(base, &parent.to_string_lossy())?;
+    // `parent` is joined to `base` already (a relative base must not be joined twice).
+    let parent = resolve_dir(Path::new(""), &parent.to_string_lossy())?;
     Ok(parent.join(name))
 }
 
@@ -1159,7 +1193,8 @@ fn resolve_maybe_missing(base: &Path, rel: &str) -> Result<PathBuf, String> {
     let (Some(parent), Some(name)) = (joined.parent(), joined.file_name()) else {
         return Err(format!("{} is not a directory path", joined.display()));
     };
-    let parent = resolve_dir(base, &parent.to_string_lossy()).map_err(|reason| {
+    // `parent` is joined to `base` already (a relative base must not be joined twice).
+    let parent = resolve_dir(Path::new(""), &parent.to_string_lossy()).map_err(|reason| {
         format!(
             "{} does not exist, nor does its parent: {reason}",
             joined.display()
@@ -1232,11 +1267,9 @@ pub fn refuse_other_pythons(config: &mut Config, embedded: &str, exe: &str) {
                 dir.display()
             ),
         };
-        config.refused.push(Refused {
-            name: app.name.clone(),
-            hosts: app.hosts.clone(),
-            error: error.to_string(),
-        });
+        config
+            .refused
+            .push(Refused::of(&app.name, app.hosts.clone(), error));
     }
     config.refused.sort_by(|a, b| a.name.cmp(&b.name));
 }

@@ -131,6 +131,16 @@ hosts = ["V.example", "v.localhost"]
 }
 
 #[test]
+fn a_catch_all_app_takes_every_other_host() {
+    let config = check(
+        "[apps.a]\npath = \"app\"\nentry = \"app:application\"\nhosts = [\"a.test\", \"*\"]\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(config.apps[0].hosts, ["a.test", CATCH_ALL]);
+}
+
+#[test]
 fn bad_configs_name_key_and_reason() {
     let cases: &[(&str, &str)] = &[
         (
@@ -192,6 +202,15 @@ fn bad_configs_name_key_and_reason() {
         (
             "[server]\nscheduling = \"rr\"\n",
             "server.scheduling: unknown policy `rr` (one of batch, normal)",
+        ),
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"app:application\"\nhosts = [\"*.example\"]\n",
+            "apps.a.hosts: `*.example` is not a host name: the one wildcard is `*` alone",
+        ),
+        (
+            "[apps.a]\npath = \"app\"\nentry = \"app:application\"\nhosts = [\"*\"]\n\
+             [apps.b]\npath = \"app\"\nentry = \"app:application\"\nhosts = [\"*\"]\n",
+            "apps.b.hosts: host `*` is already routed to app `a`",
         ),
     ];
     for (text, want) in cases {

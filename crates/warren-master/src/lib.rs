@@ -42,6 +42,7 @@ pub use body::{BodyError, ResponseBody};
 pub use confinement::Confinement;
 pub use exchange::{ResponseLimits, content_length};
 pub use stats::AppStats;
+pub use zygote::{IMPORT_TIMEOUT, try_import};
 
 /// The reason phrase an app gave in its status line, when it differs from the standard one
 /// for the code. Stored in the response's extensions; the front passes it to the client.

@@ -5,6 +5,9 @@
 //! pipes attached. The zygote replies `Forked{pid}`, the new worker says `READY` on its
 //! response pipe, and the worker joins the pool. Confinement wraps the zygote's launch
 //! (`warren_sandbox::zygote_command`), so every worker inherits it.
+//!
+//! [`try_import`] (`warren check --import`) starts a zygote through the same launch, waits for
+//! it to import the app, and stops it.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -196,49 +199,20 @@ async fn run_zygote(
     backoff: &mut Duration,
 ) -> End {
     let cfg = &app.config;
-    let procs = sandbox.procs_files();
-    let spec = warren_sandbox::ZygoteSpec {
-        worker_bin,
-        name: &cfg.name,
-        dir: &cfg.path,
-        module: &cfg.module,
-        callable: &cfg.callable,
-        site_packages: cfg.site_packages.as_deref(),
-        warmup: cfg.warmup.as_deref(),
-        sandbox: sandbox.policy.as_ref(),
-        cgroup_procs: &procs,
-        batch: cfg.limits.scheduling == warren_config::Scheduling::Batch,
-        env: warren_sandbox::AppEnv(cfg.env.iter().collect()),
+    let Started {
+        mut child,
+        control,
+        started,
+    } = match start_zygote(cfg, worker_bin, sandbox) {
+        Ok(s) => s,
+        Err(e) => return End::ImportFailed(e),
     };
-    let launch = match warren_sandbox::zygote_command(&spec) {
-        Ok(l) => l,
-        Err(e) => return End::ImportFailed(e.to_string()),
-    };
-    let mut command = tokio::process::Command::from(launch.command);
-    command.kill_on_drop(true);
-    let mut child = match command.spawn() {
-        Ok(c) => c,
-        Err(e) => return End::ImportFailed(format!("starting {}: {e}", worker_bin.display())),
-    };
-    drop(launch.child_end);
-    drop(launch.procs);
-    let started = Instant::now();
     if let Some(out) = child.stdout.take() {
         tokio::spawn(log_lines(app.clone(), "stdout", out));
     }
     if let Some(err) = child.stderr.take() {
         tokio::spawn(log_lines(app.clone(), "stderr", err));
     }
-    // A SOCK_SEQPACKET socket: tokio's datagram type drives its readiness, and each
-    // recv/send moves exactly one message, as on a datagram socket.
-    let control = std::os::unix::net::UnixDatagram::from(launch.control);
-    let control = match control
-        .set_nonblocking(true)
-        .and_then(|()| UnixDatagram::from_std(control))
-    {
-        Ok(c) => c,
-        Err(e) => return End::ImportFailed(format!("watching the control socket: {e}")),
-    };
     app.set_health(Health::Starting);
 
     let mut ready = false;
@@ -419,6 +393,165 @@ async fn run_zygote(
             }
             () = app.wake.notified() => {}
         }
+    }
+}
+
+/// A zygote just started: its process (stdout and stderr piped) and its control socket.
+struct Started {
+    child: tokio::process::Child,
+    control: UnixDatagram,
+    started: Instant,
+}
+
+/// Starts a zygote of `cfg` confined by `sandbox`: the one launch of app code, for the
+/// supervisor and for [`try_import`].
+fn start_zygote(
+    cfg: &warren_config::App,
+    worker_bin: &Path,
+    sandbox: &AppSandbox,
+) -> Result<Started, String> {
+    let procs = sandbox.procs_files();
+    let spec = warren_sandbox::ZygoteSpec {
+        worker_bin,
+        name: &cfg.name,
+        dir: &cfg.path,
+        module: &cfg.module,
+        callable: &cfg.callable,
+        site_packages: cfg.site_packages.as_deref(),
+        warmup: cfg.warmup.as_deref(),
+        sandbox: sandbox.policy.as_ref(),
+        cgroup_procs: &procs,
+        batch: cfg.limits.scheduling == warren_config::Scheduling::Batch,
+        env: warren_sandbox::AppEnv(cfg.env.iter().collect()),
+    };
+    let launch = warren_sandbox::zygote_command(&spec).map_err(|e| e.to_string())?;
+    let mut command = tokio::process::Command::from(launch.command);
+    command.kill_on_drop(true);
+    let child = command
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", worker_bin.display()))?;
+    drop(launch.child_end);
+    drop(launch.procs);
+    let started = Instant::now();
+    // A SOCK_SEQPACKET socket: tokio's datagram type drives its readiness, and each
+    // recv/send moves exactly one message, as on a datagram socket.
+    let control = std::os::unix::net::UnixDatagram::from(launch.control);
+    let control = control
+        .set_nonblocking(true)
+        .and_then(|()| UnixDatagram::from_std(control))
+        .map_err(|e| format!("watching the control socket: {e}"))?;
+    Ok(Started {
+        child,
+        control,
+        started,
+    })
+}
+
+/// Longest [`try_import`] waits for the app to import.
+pub const IMPORT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most bytes of an app's output [`try_import`] keeps: a traceback fits, and an app that
+/// prints without end does not fill memory.
+const IMPORT_OUTPUT_MAX: usize = 64 * 1024;
+
+/// Imports `app` once in a throwaway zygote, started as `warren serve` starts it (the same
+/// cgroup, [`Policy`](warren_sandbox::Policy) and launch), then stops it and removes its
+/// cgroup. `Ok`: the time from the start to `ZygoteReady` (import and warm-up). `Err`: why it
+/// did not get there, followed by what the app wrote (the traceback) on its own lines.
+/// `warren check --import` calls it for each app.
+pub async fn try_import(
+    app: &warren_config::App,
+    worker_bin: &Path,
+    confinement: &Confinement,
+) -> Result<Duration, String> {
+    let limits = crate::ResponseLimits {
+        headers: 1,
+        head_bytes: 1,
+    };
+    let state = AppState::new(app.clone(), 0, limits);
+    let sandbox = AppSandbox::prepare(&state, confinement)
+        .map_err(|reason| format!("the app cannot start: {reason}"))?;
+    let outcome = import_once(app, worker_bin, &sandbox).await;
+    let _ = tokio::task::spawn_blocking(move || sandbox.finish()).await;
+    outcome
+}
+
+async fn import_once(
+    app: &warren_config::App,
+    worker_bin: &Path,
+    sandbox: &AppSandbox,
+) -> Result<Duration, String> {
+    let Started {
+        mut child,
+        control,
+        started,
+    } = start_zygote(app, worker_bin, sandbox)?;
+    let output = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|o| tokio::spawn(keep_output(o, output.clone()))),
+        child
+            .stderr
+            .take()
+            .map(|e| tokio::spawn(keep_output(e, output.clone()))),
+    ];
+    let waited = tokio::time::timeout(IMPORT_TIMEOUT, async {
+        tokio::select! {
+            status = child.wait() => Err(status.map(describe_exit).unwrap_or_else(|e| e.to_string())),
+            msg = receive(&control) => match msg {
+                Ok(Msg::ZygoteReady { .. }) => Ok(started.elapsed()),
+                Ok(other) => Err(format!("the zygote sent {other:?} before it was ready")),
+                Err(_) => Err(child.wait().await.map(describe_exit).unwrap_or_default()),
+            },
+        }
+    })
+    .await;
+    let outcome = match waited {
+        Ok(Ok(took)) => Ok(took),
+        Ok(Err(mut why)) => {
+            if sandbox.new_oom_kills() > 0 {
+                why = format!(
+                    "{why}: out of memory (the app's cgroup limit is {} MiB)",
+                    app.limits.memory_bytes >> 20
+                );
+            }
+            Err(why)
+        }
+        Err(_) => Err(format!(
+            "it did not finish importing within {} s",
+            IMPORT_TIMEOUT.as_secs()
+        )),
+    };
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    drop(control);
+    // The output ends when the zygote's namespace is gone; a descendant that kept a copy of
+    // its stderr does not hold the answer up.
+    for reader in readers.into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+    }
+    outcome.map_err(|why| {
+        let output = output.lock().unwrap_or_else(|e| e.into_inner());
+        let text = String::from_utf8_lossy(&output);
+        let text = text.trim_end();
+        if text.is_empty() {
+            why
+        } else {
+            format!("{why}\n{text}")
+        }
+    })
+}
+
+/// Appends what `out` gives to `into`, up to [`IMPORT_OUTPUT_MAX`] bytes; the rest is read and
+/// dropped, so the app never blocks on a full pipe.
+async fn keep_output<R: AsyncRead + Unpin>(mut out: R, into: Arc<std::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = out.read(&mut buf).await {
+        let mut kept = into.lock().unwrap_or_else(|e| e.into_inner());
+        let room = IMPORT_OUTPUT_MAX.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
     }
 }
 

@@ -1,9 +1,11 @@
-//! The `warren` command: `warren serve --config config/warren.toml`.
+//! The `warren` command: `warren serve --config config/warren.toml`, or `warren run
+//! module:callable` for one app without a config file.
 //!
 //! This is the binary edge: it reads the config (refusing a bad one with the file, key and
-//! reason), sets up logging, binds the listener, starts the master (one zygote per app) and
-//! the front, reloads on SIGHUP or a touched file (`reload.rs`), and shuts both down on SIGINT
-//! or SIGTERM.
+//! reason; `run` builds one in memory from its flags and validates it the same way), sets up
+//! logging, binds the listener, starts the master (one zygote per app) and the front, reloads
+//! on SIGHUP or a touched file (`reload.rs`), and shuts both down on SIGINT or SIGTERM.
+//! `check --import` imports each app once in a throwaway zygote, confined as `serve` would.
 
 #![forbid(unsafe_code)]
 
@@ -42,10 +44,33 @@ enum Command {
         #[arg(long, short, default_value = warren_config::DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Serve one app without a config file, confined like a config file's app, on every
+    /// host (as `gunicorn module:callable` does).
+    Run {
+        /// The WSGI callable, as `module:callable` (`app:app`).
+        #[arg(value_name = "MODULE:CALLABLE")]
+        entry: String,
+        /// The app's directory (its state goes in `.warren/` there).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// A virtualenv whose site-packages the app uses.
+        #[arg(long)]
+        venv: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// A fixed number of workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
     /// Check a config file and print the apps it defines.
     Check {
         #[arg(long, short, default_value = warren_config::DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Also import each app in a throwaway confined zygote, as `serve` starts it, to find
+        /// a wrong callable or a missing dependency before serving (records the apps' uids,
+        /// as `serve` does).
+        #[arg(long)]
+        import: bool,
     },
     /// Report which confinement mechanisms this machine enforces.
     Doctor,
@@ -90,9 +115,13 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Check { config } => {
-            // Reads the config, the env files and the identities; writes nothing.
-            let config = load_config(&config)?;
+        Command::Check { config, import } => {
+            // Reads the config, the env files and the identities; writes nothing, unless the
+            // apps are to be imported: they then run as serve runs them, with their uids.
+            let mut config = load_config(&config)?;
+            if import {
+                record_identities(&mut config)?;
+            }
             let recorded = warren_config::identity::read(&config.server.state_dir)?;
             for app in &config.apps {
                 let s = &app.scale;
@@ -134,10 +163,15 @@ fn run(cli: Cli) -> Result<()> {
                     .join(warren_config::identity::FILE)
                     .display()
             );
+            let failed = if import { import_all(&config)? } else { 0 };
             anyhow::ensure!(
                 config.refused.is_empty(),
                 "{} of the config's apps cannot run as configured (above)",
                 config.refused.len()
+            );
+            anyhow::ensure!(
+                failed == 0,
+                "{failed} of the config's apps do not import (above)"
             );
             Ok(())
         }
@@ -171,50 +205,126 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Serve { config } => {
-            init_logging();
-            let path = config;
-            let mut config = load_config(&path)?;
-            runnable(&config)?;
-            record_identities(&mut config)?;
-            // Before any thread exists: probing forks, and user namespaces need one thread.
-            let confinement = Arc::new(warren_master::Confinement::probe());
-            confinement.log();
-            // Before the runtime's threads exist, so that they inherit it.
-            let batch = config.server.scheduling == warren_config::Scheduling::Batch;
-            warren_sandbox::set_own_scheduling(batch).context("setting the front's scheduling")?;
-            tracing::info!(
-                policy = if batch { "SCHED_BATCH" } else { "SCHED_OTHER" },
-                "front scheduling (server.scheduling)"
-            );
-            // One thread: a current-thread runtime, with no cross-thread wake-ups at all.
-            let mut runtime = match config.server.threads {
-                1 => tokio::runtime::Builder::new_current_thread(),
-                n => {
-                    let mut b = tokio::runtime::Builder::new_multi_thread();
-                    b.worker_threads(n);
-                    b
-                }
-            };
-            runtime
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(serve(path, config, confinement))
+        Command::Serve { config } => serve_from(Source::File(config)),
+        Command::Run {
+            entry,
+            dir,
+            venv,
+            listen,
+            workers,
+        } => serve_from(Source::Run(warren_config::QuickStart {
+            dir,
+            entry,
+            venv,
+            listen,
+            workers,
+        })),
+    }
+}
+
+/// Where the served config comes from, and how its messages name a key.
+pub(crate) enum Source {
+    /// `warren serve --config FILE`.
+    File(PathBuf),
+    /// `warren run`: built from the flags again at each reload.
+    Run(warren_config::QuickStart),
+}
+
+impl Source {
+    /// The validated config, with the apps whose virtualenv another Python made refused.
+    pub(crate) fn load(&self) -> Result<warren_config::Config> {
+        match self {
+            Source::File(path) => load_config(path),
+            Source::Run(quick) => {
+                let mut config = quick.load()?;
+                refuse_other_pythons(&mut config);
+                quick.reword(&mut config);
+                Ok(config)
+            }
         }
     }
+
+    /// `FILE: KEY`, or the flag `KEY` came from.
+    fn key(&self, config: &warren_config::Config, key: &str) -> String {
+        match self {
+            Source::Run(quick) if quick.flag(key).is_some() => {
+                quick.flag(key).unwrap_or_default().to_owned()
+            }
+            _ => format!("{}: {key}", config.file.display()),
+        }
+    }
+}
+
+/// `warren serve` and `warren run`.
+fn serve_from(source: Source) -> Result<()> {
+    init_logging();
+    let mut config = source.load()?;
+    runnable(&config)?;
+    record_identities(&mut config)?;
+    // Before any thread exists: probing forks, and user namespaces need one thread.
+    let confinement = Arc::new(warren_master::Confinement::probe());
+    confinement.log();
+    // Before the runtime's threads exist, so that they inherit it.
+    let batch = config.server.scheduling == warren_config::Scheduling::Batch;
+    warren_sandbox::set_own_scheduling(batch).context("setting the front's scheduling")?;
+    tracing::info!(
+        policy = if batch { "SCHED_BATCH" } else { "SCHED_OTHER" },
+        "front scheduling (server.scheduling)"
+    );
+    // One thread: a current-thread runtime, with no cross-thread wake-ups at all.
+    let mut runtime = match config.server.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    runtime
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(source, config, confinement))
+}
+
+/// Imports every app of `config` as `serve` would start it, one at a time, and prints how
+/// each went; returns how many failed.
+fn import_all(config: &warren_config::Config) -> Result<usize> {
+    let worker_bin = worker_binary()?;
+    // Before any thread exists: probing forks, and user namespaces need one thread.
+    let confinement = warren_master::Confinement::probe();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut failed = 0;
+    for app in &config.apps {
+        match runtime.block_on(warren_master::try_import(app, &worker_bin, &confinement)) {
+            Ok(took) => println!("{}: import ok ({} ms)", app.name, took.as_millis()),
+            Err(why) => {
+                failed += 1;
+                println!("{}: import failed: {why}", app.name);
+            }
+        }
+    }
+    confinement.finish();
+    Ok(failed)
 }
 
 /// Loads the config at `path`; an app whose virtualenv was made with another Python than the
 /// one warren embeds is refused (with both versions named).
 pub(crate) fn load_config(path: &Path) -> Result<warren_config::Config> {
     let mut config = warren_config::load(path)?;
+    refuse_other_pythons(&mut config);
+    Ok(config)
+}
+
+fn refuse_other_pythons(config: &mut warren_config::Config) {
     warren_config::refuse_other_pythons(
-        &mut config,
+        config,
         warren_worker::PYTHON_VERSION,
         warren_worker::PYTHON_EXE,
     );
-    Ok(config)
 }
 
 /// Logs the apps the config refuses (the others are served), and fails when none is left.
@@ -264,7 +374,7 @@ fn nix_is_root() -> bool {
 }
 
 async fn serve(
-    path: PathBuf,
+    source: Source,
     config: warren_config::Config,
     confinement: Arc<warren_master::Confinement>,
 ) -> Result<()> {
@@ -278,8 +388,8 @@ async fn serve(
         .await
         .with_context(|| {
             format!(
-                "{}: server.listen: cannot bind {}",
-                config.file.display(),
+                "{}: cannot bind {}",
+                source.key(&config, "server.listen"),
                 config.server.listen
             )
         })?;
@@ -295,7 +405,7 @@ async fn serve(
         None => None,
         Some(at) => {
             let l = TcpListener::bind(at).await.with_context(|| {
-                format!("{}: server.admin: cannot bind {at}", config.file.display())
+                format!("{}: cannot bind {at}", source.key(&config, "server.admin"))
             })?;
             tracing::info!(addr = %l.local_addr()?, "admin listening: GET /metrics");
             let (stop, rx) = tokio::sync::watch::channel(false);
@@ -306,7 +416,7 @@ async fn serve(
             Some((stop, task))
         }
     };
-    let reloads = tokio::spawn(reload::run(front.clone(), path, config, hup));
+    let reloads = tokio::spawn(reload::run(front.clone(), source, config, hup));
     tracing::info!(%addr, "listening");
     // A machine-readable line for scripts and tests that bind port 0.
     println!("listening on {addr}");

@@ -108,9 +108,9 @@ fn keep_running(config: &mut Config, running: &[warren_config::App]) {
     config.apps.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
-/// Waits for SIGHUP or a touched file and applies the config at `path`, one reload at a time,
-/// until the task is dropped.
-pub async fn run(front: Arc<Front>, path: PathBuf, config: Config, mut hup: Signal) {
+/// Waits for SIGHUP or a touched file and applies the config of `source` (the file again, or
+/// `warren run`'s flags), one reload at a time, until the task is dropped.
+pub async fn run(front: Arc<Front>, source: crate::Source, config: Config, mut hup: Signal) {
     let mut stamps = Stamps::of(&config);
     // The running server settings: a reload does not re-apply them.
     let server = config.server.clone();
@@ -136,7 +136,7 @@ pub async fn run(front: Arc<Front>, path: PathBuf, config: Config, mut hup: Sign
                 }
             },
         };
-        let mut config = match crate::load_config(&path) {
+        let mut config = match source.load() {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "reload refused: the config does not load; the running one stays");

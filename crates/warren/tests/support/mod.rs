@@ -220,6 +220,32 @@ impl Warren {
             // Supplementary groups are dropped too (std clears them when switching from root).
             cmd.uid(uid).gid(uid);
         }
+        Warren::launch(cmd, dir, config_path)
+    }
+
+    /// Starts `warren ARGS` in the working directory `cwd` (`warren run`, or `warren serve`
+    /// with its default config), with the environment [`Warren::start`] gives; `dir` is kept
+    /// with the handle.
+    pub fn start_command(dir: tempfile::TempDir, cwd: &Path, args: &[&str]) -> Warren {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
+        cmd.args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("WARREN_WORKER")
+            .env_remove("PYTHONPATH")
+            .env_remove("PYTHONHOME")
+            .process_group(0);
+        if std::env::var_os("WARREN_LOG").is_none() {
+            cmd.env("WARREN_LOG", "info");
+        }
+        let config_path = dir.path().join("warren.toml");
+        Warren::launch(cmd, dir, config_path)
+    }
+
+    /// Spawns `cmd`, collects its log and waits for its `listening on ADDR` line.
+    fn launch(mut cmd: Command, dir: tempfile::TempDir, config_path: PathBuf) -> Warren {
         let mut child = cmd.spawn().expect("starting target/debug/warren");
         let pid = child.id();
 
