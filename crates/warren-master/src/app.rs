@@ -170,11 +170,17 @@ impl AppState {
     /// Whether a log line caused by this app may be written now. When lines were held back
     /// since the last one, says how many, once.
     pub fn may_log(&self) -> bool {
+        self.may_log_lines(1)
+    }
+
+    /// [`AppState::may_log`] for one event of `lines` lines (a traceback), which costs them
+    /// all: grouping lines into one event does not let an app log more.
+    pub fn may_log_lines(&self, lines: usize) -> bool {
         let taken = self
             .log_budget
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take(Instant::now());
+            .take_n(lines, Instant::now());
         match taken {
             Some(0) => true,
             Some(n) => {

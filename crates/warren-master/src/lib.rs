@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod app;
+pub mod applog;
 pub mod autoscale;
 mod body;
 pub mod confinement;
