@@ -77,6 +77,7 @@ pub(crate) async fn supervise(
             app.set_health(Health::Broken {
                 reason: format!("the app cannot start: {reason}"),
                 until: Instant::now() + Duration::from_secs(86_400 * 365),
+                refused: true,
             });
             stopped(&mut shutdown).await;
             return;
@@ -117,7 +118,7 @@ async fn supervise_zygotes(
                     app = app.name(),
                     "at zero workers: zygote stopped (scale.keep_zygote = false); the next request imports the app again"
                 );
-                app.set_health(Health::Starting);
+                app.set_health(Health::Parked);
                 // Until a request (or the autoscaler) asks for a worker again.
                 while app.target() == 0 {
                     tokio::select! {
@@ -154,6 +155,7 @@ async fn supervise_zygotes(
                 reason
             },
             until,
+            refused: false,
         });
         tokio::select! {
             () = tokio::time::sleep_until(until) => {}
@@ -264,7 +266,7 @@ async fn run_zygote(
     let mut young_deaths = 0u32;
     // Requests the app had answered at the last young death: deaths in between answered
     // requests are an app that mostly works (a crash now and then), not a crash loop.
-    let mut served_at_death = app.stats.served.load(std::sync::atomic::Ordering::Relaxed);
+    let mut served_at_death = app.answered.load(std::sync::atomic::Ordering::Relaxed);
     loop {
         if ready
             && !cfg.scale.keep_zygote
@@ -391,7 +393,7 @@ async fn run_zygote(
                         if harakiri {
                             // The request's fault, not a crash: replaced at once.
                         } else if !clean && lived.is_none_or(|d| d < CRASH_LOOP_WINDOW) {
-                            let served = app.stats.served.load(std::sync::atomic::Ordering::Relaxed);
+                            let served = app.answered.load(std::sync::atomic::Ordering::Relaxed);
                             if served != served_at_death {
                                 young_deaths = 0;
                                 fork_delay = Duration::ZERO;
@@ -581,6 +583,14 @@ fn emit(
         }
         let cut_bytes = (e.cut_bytes > 0).then_some(e.cut_bytes);
         let text = &e.text;
+        if e.traceback {
+            // One line: the exception as the message, the whole traceback as a field written
+            // with its newlines escaped, so that an event stays one line of the log and no
+            // line of an app's output can pass for one of warren's own.
+            let exception = text.rsplit('\n').next().unwrap_or_default();
+            tracing::error!(target: "app", app = name, stream, cut_bytes, traceback = ?text, "{exception}");
+            continue;
+        }
         match e.level {
             Level::Info => tracing::info!(target: "app", app = name, stream, cut_bytes, "{text}"),
             Level::Warn => tracing::warn!(target: "app", app = name, stream, cut_bytes, "{text}"),
