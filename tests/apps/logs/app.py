@@ -1,7 +1,7 @@
 """What an app writes to its log, and headers it leaves untidy.
 
 GET /hello      answers "hello" (5 bytes, with a Content-Length)
-GET /stream     a body streamed without a Content-Length
+GET /stream     a body streamed without a Content-Length (its second block 50 ms later)
 GET /raise      raises ZeroDivisionError (the worker logs the traceback, the client gets 500)
 GET /levels     prints lines at each level: ERROR:root:, WARNING:root:, Flask's
                 "[time] ERROR in app:" followed by its traceback, and a plain line
@@ -9,6 +9,7 @@ GET /spaces     headers whose values have spaces and tabs around them
 """
 
 import sys
+import time
 import traceback
 
 
@@ -27,7 +28,13 @@ def application(environ, start_response):
         return reply(start_response, "hello")
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return iter([b"one", b"two"])
+
+        def blocks():
+            yield b"one"
+            time.sleep(0.05)
+            yield b"two"
+
+        return blocks()
     if path == "/raise":
         return 1 // 0
     if path == "/levels":
