@@ -34,10 +34,12 @@ pub const CATCH_ALL: &str = "*";
 /// A configuration that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read: {source}", path.display())]
+    /// Not a `#[source]`: the message says the cause, and a caller that prints the chain
+    /// (`{:#}`) would say it twice.
+    #[error("{}: cannot read: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}: {reason}", path.display())]
     Syntax { path: PathBuf, reason: String },
@@ -141,6 +143,8 @@ pub struct Server {
     pub max_workers: Option<usize>,
     /// The Linux scheduling policy of the front's threads (`server.scheduling`).
     pub scheduling: Scheduling,
+    /// One INFO event per request (target `access`), `server.access_log`; on by default.
+    pub access_log: bool,
 }
 
 /// `[apps.NAME]`: one WSGI app.
@@ -346,6 +350,12 @@ struct ServerFile {
     max_workers: Option<usize>,
     #[serde(default = "default_scheduling")]
     scheduling: String,
+    #[serde(default = "default_access_log")]
+    access_log: bool,
+}
+
+fn default_access_log() -> bool {
+    true
 }
 
 fn default_scheduling() -> String {
@@ -372,6 +382,7 @@ impl Default for ServerFile {
             admin: None,
             max_workers: None,
             scheduling: default_scheduling(),
+            access_log: default_access_log(),
         }
     }
 }
@@ -581,9 +592,9 @@ fn default_max_body_mb() -> f64 {
 
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     parse(path, &text)
 }
@@ -597,7 +608,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let raw: ConfigFile =
         serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
             let mut key = e.path().to_string();
-            let reason = e.into_inner().message().trim().to_owned();
+            let reason = plain_words(e.into_inner().message().trim());
             // "missing field `entry`" is about the key that is missing, not its table.
             if let Some(field) = reason
                 .strip_prefix("missing field `")
@@ -612,6 +623,57 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             }
         })?;
     validate(path, raw)
+}
+
+/// serde's messages name Rust types (`invalid type: string "x", expected usize`); a config's
+/// reader wants the kind of value: `expected a whole number, found text "x"`.
+fn plain_words(message: &str) -> String {
+    let Some(rest) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+    else {
+        return message.to_owned();
+    };
+    let Some((found, expected)) = rest.rsplit_once(", expected ") else {
+        return message.to_owned();
+    };
+    format!("expected {}, found {}", kind(expected), found_words(found))
+}
+
+/// What serde expected, in words (its type names and its visitors' own phrases).
+fn kind(expected: &str) -> &str {
+    match expected {
+        "usize" | "u8" | "u16" | "u32" | "u64" | "i8" | "i16" | "i32" | "i64" | "isize" => {
+            "a whole number"
+        }
+        "f32" | "f64" => "a number",
+        "a boolean" | "bool" => "true or false",
+        "a string" | "string" | "a borrowed string" => "text",
+        "a sequence" => "a list",
+        "a map" => "a table",
+        _ if expected.starts_with("struct ") => "a table",
+        other => other,
+    }
+}
+
+/// What serde found (`string "x"`, `integer `5``, `floating point `1.5``), in words.
+fn found_words(found: &str) -> String {
+    let pairs = [
+        ("string ", "text "),
+        ("integer ", "the number "),
+        ("floating point ", "the number "),
+        ("boolean ", ""),
+    ];
+    for (from, to) in pairs {
+        if let Some(v) = found.strip_prefix(from) {
+            return format!("{to}{}", v.trim_matches('`'));
+        }
+    }
+    match found {
+        "sequence" => "a list".into(),
+        "map" => "a table".into(),
+        other => other.to_owned(),
+    }
 }
 
 fn syntax_reason(text: &str, err: &toml::de::Error) -> String {
@@ -929,6 +991,7 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
             admin,
             max_workers: raw.server.max_workers,
             scheduling,
+            access_log: raw.server.access_log,
             touch_reload: match &raw.server.touch_reload {
                 None => None,
                 Some(f) => Some(

@@ -656,3 +656,78 @@ fn entries_name_a_callable_or_a_factory() {
     check("app", None);
     check(":app", None);
 }
+
+#[test]
+fn type_errors_say_the_kind_of_value_in_words() {
+    let (_dir, file) = fixture();
+    let check = |text: &str, key: &str, want: &str| {
+        let msg = parse(&file, text).expect_err(text).to_string();
+        assert!(msg.contains(key) && msg.ends_with(want), "{text}: {msg:?}");
+        for rust in [
+            "usize",
+            "u32",
+            "f64",
+            "bool",
+            "sequence",
+            "struct",
+            "invalid type",
+        ] {
+            assert!(!msg.contains(rust), "{text}: {msg:?} names {rust:?}");
+        }
+    };
+    let app =
+        |line: &str| format!("[apps.a]\npath = \"app\"\nentry = \"app:application\"\n{line}\n");
+    check(
+        &app("workers = \"two\""),
+        "apps.a.workers",
+        "expected a whole number, found text \"two\"",
+    );
+    check(
+        &app("workers = -1"),
+        "apps.a.workers",
+        "expected a whole number, found the number -1",
+    );
+    check(
+        &app("workers = 1.5"),
+        "apps.a.workers",
+        "expected a whole number, found the number 1.5",
+    );
+    check(
+        &app("queue_timeout_s = \"x\""),
+        "apps.a.queue_timeout_s",
+        "expected a number, found text \"x\"",
+    );
+    check(
+        &app("hosts = \"a.test\""),
+        "apps.a.hosts",
+        "expected a list, found text \"a.test\"",
+    );
+    check(
+        &app("warmup = 5"),
+        "apps.a.warmup",
+        "expected text, found the number 5",
+    );
+    check(
+        &app("scale = 3"),
+        "apps.a.scale",
+        "expected a table, found the number 3",
+    );
+    check(
+        "[server]\naccess_log = \"no\"\n",
+        "server.access_log",
+        "expected true or false, found text \"no\"",
+    );
+    check(
+        "[server]\nthreads = true\n",
+        "server.threads",
+        "expected a whole number, found true",
+    );
+}
+
+#[test]
+fn access_log_is_on_unless_turned_off() {
+    let config = check(GOOD, None).unwrap();
+    assert!(config.server.access_log);
+    let off = GOOD.replace("[server]\n", "[server]\naccess_log = false\n");
+    assert!(!check(&off, None).unwrap().server.access_log);
+}

@@ -57,6 +57,8 @@ pub struct Front {
     header_timeout: Duration,
     /// Source of request ids (shown in logs and returned as `x-request-id`).
     next_id: AtomicU64,
+    /// `server.access_log`: one INFO event per request, target `access`.
+    access_log: bool,
 }
 
 impl Front {
@@ -71,6 +73,7 @@ impl Front {
             max_header_bytes: config.server.max_header_bytes,
             header_timeout: config.server.header_timeout,
             next_id: AtomicU64::new(1),
+            access_log: config.server.access_log,
         }
     }
 
@@ -217,21 +220,66 @@ pub async fn serve_admin(
     }
 }
 
-async fn handle(front: &Front, info: ConnInfo, req: Request<Incoming>) -> Response<FrontBody> {
-    let id = front.next_id.fetch_add(1, Relaxed);
-    // The access log is a debug event: nothing is copied for it unless it is enabled.
-    let access = tracing::enabled!(tracing::Level::DEBUG)
-        .then(|| (req.method().clone(), req.uri().path().to_owned()));
-    let mut resp = route(front, info, id, req).await;
-    if let Some((method, path)) = access {
-        tracing::debug!(
+/// What the access log line needs of the request, taken before the request is handed on. Its
+/// parts are reference-counted (`Method`, `Uri` and `HeaderValue` share their bytes), so
+/// taking it copies no string.
+struct Access {
+    arrived: tokio::time::Instant,
+    method: http::Method,
+    uri: http::Uri,
+    host: Option<HeaderValue>,
+}
+
+impl Access {
+    /// The access log line: one event, at the response head. `bytes` is the body's length as
+    /// known then (a whole body, a static file, a `Content-Length`), absent for a streamed body
+    /// of unknown length; `duration_us` runs from the request's arrival to its response head.
+    fn log(self, id: u64, info: ConnInfo, app: Option<&AppState>, resp: &Response<FrontBody>) {
+        let status = resp.status().as_u16();
+        let bytes = if self.method == http::Method::HEAD || matches!(status, 204 | 304) {
+            Some(0)
+        } else {
+            http_body::Body::size_hint(resp.body()).exact().or_else(|| {
+                resp.headers()
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+            })
+        };
+        let host = match self.uri.authority() {
+            Some(a) => Some(a.as_str()),
+            None => self.host.as_ref().and_then(|h| h.to_str().ok()),
+        };
+        tracing::info!(
+            target: "access",
+            app = app.map(AppState::name),
+            host,
+            method = %self.method,
+            path = self.uri.path(),
+            status,
+            bytes,
+            duration_us = self.arrived.elapsed().as_micros() as u64,
             request_id = %format_args!("{id:016x}"),
-            %method,
-            path,
-            status = resp.status().as_u16(),
             remote = %info.remote,
             "request"
         );
+    }
+}
+
+async fn handle(front: &Front, info: ConnInfo, req: Request<Incoming>) -> Response<FrontBody> {
+    let id = front.next_id.fetch_add(1, Relaxed);
+    // Off or filtered out, the access log costs this test: nothing is timed, copied or
+    // formatted for it.
+    let access = (front.access_log && tracing::enabled!(target: "access", tracing::Level::INFO))
+        .then(|| Access {
+            arrived: tokio::time::Instant::now(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            host: req.headers().get(HOST).cloned(),
+        });
+    let mut app = None;
+    let mut resp = route(front, info, id, req, access.is_some().then_some(&mut app)).await;
+    if let Some(access) = access {
+        access.log(id, info, app.as_deref(), &resp);
     }
     if let Ok(v) = HeaderValue::from_str(&format!("{id:016x}")) {
         resp.headers_mut().insert("x-request-id", v);
@@ -239,11 +287,14 @@ async fn handle(front: &Front, info: ConnInfo, req: Request<Incoming>) -> Respon
     resp
 }
 
+/// Routes and serves one request; `app`, when given, is told which app it went to (for the
+/// access log).
 async fn route(
     front: &Front,
     info: ConnInfo,
     id: u64,
     req: Request<Incoming>,
+    app_of: Option<&mut Option<Arc<AppState>>>,
 ) -> Response<FrontBody> {
     // Split once: the host borrows the head, which then goes on to whoever serves it.
     let (parts, body) = req.into_parts();
@@ -284,6 +335,9 @@ async fn route(
         );
     };
     let app = &table.apps[index];
+    if let Some(out) = app_of {
+        *out = Some(app.clone());
+    }
     let resp = match table.routes.static_dir(index, parts.uri.path()) {
         Some(dir) => static_files::serve(dir, &parts).await,
         None => dispatch(front, info, id, app, &host, framing, &parts, body).await,

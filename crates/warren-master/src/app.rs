@@ -81,12 +81,28 @@ pub enum Health {
     /// The zygote is importing the app; requests wait in the queue.
     Starting,
     Ready,
-    /// The app cannot run now (it failed to import); requests get 503 until `until`.
+    /// At zero workers with no zygote (`scale.keep_zygote = false`): a request waits while
+    /// the app is imported again.
+    Parked,
+    /// The app cannot run now (it failed to import, its workers keep dying); requests get 503
+    /// until `until`. `refused`: it cannot run as configured on this machine (its sandbox),
+    /// and will not be tried again before a reload.
     Broken {
         reason: String,
         until: Instant,
+        refused: bool,
     },
 }
+
+/// The values of `warren_app_state`'s `state` label, in the order `/metrics` lists them.
+pub const STATES: [&str; 6] = [
+    "serving",
+    "at_zero",
+    "crash_loop",
+    "draining",
+    "starting",
+    "refused",
+];
 
 struct Pool {
     /// Idle workers, most recently used last (reused first: its caches are warm).
@@ -116,7 +132,14 @@ pub struct AppState {
     /// reach this one after it retired go there.
     successor: std::sync::OnceLock<Arc<AppState>>,
     pool: Mutex<Pool>,
-    pub stats: AppStats,
+    /// The app's counters, shared by its generations (see `stats.rs`).
+    pub stats: Arc<AppStats>,
+    /// Requests waiting in this generation's queue now (read without the pool's lock by the
+    /// autoscaler and `/metrics`).
+    pub(crate) queue_len: AtomicU64,
+    /// Requests this generation's workers answered: a crash loop is told from an app that
+    /// mostly works by these, which the old generation of a redeploy must not move.
+    pub(crate) answered: AtomicU64,
     /// How many workers the app should have; the supervisor forks up to it. Fixed by config
     /// for now; the autoscaler will set it.
     target: AtomicUsize,
@@ -132,7 +155,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub(crate) fn new(config: App, generation: u32, response_limits: ResponseLimits) -> Self {
+    /// `stats`: the app's counters, carried over from the generation this one replaces.
+    pub(crate) fn new(
+        config: App,
+        generation: u32,
+        response_limits: ResponseLimits,
+        stats: Arc<AppStats>,
+    ) -> Self {
         let target = config.workers;
         AppState {
             response_limits,
@@ -151,7 +180,9 @@ impl AppState {
                 zygote: 0,
             }),
             config,
-            stats: AppStats::default(),
+            stats,
+            queue_len: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
             target: AtomicUsize::new(target),
             wake: Notify::new(),
             log_budget: Mutex::new(TokenBucket::new(
@@ -170,11 +201,17 @@ impl AppState {
     /// Whether a log line caused by this app may be written now. When lines were held back
     /// since the last one, says how many, once.
     pub fn may_log(&self) -> bool {
+        self.may_log_lines(1)
+    }
+
+    /// [`AppState::may_log`] for one event of `lines` lines (a traceback), which costs them
+    /// all: grouping lines into one event does not let an app log more.
+    pub fn may_log_lines(&self, lines: usize) -> bool {
         let taken = self
             .log_budget
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take(Instant::now());
+            .take_n(lines, Instant::now());
         match taken {
             Some(0) => true,
             Some(n) => {
@@ -236,6 +273,33 @@ impl AppState {
         self.pool().health.clone()
     }
 
+    /// This generation's `warren_app_state` (one of [`STATES`]), once it is serving or
+    /// trying to: a retired generation is `draining`, whatever its health.
+    pub fn state(&self) -> &'static str {
+        let pool = self.pool();
+        if pool.retired {
+            return "draining";
+        }
+        match &pool.health {
+            Health::Broken { refused: true, .. } => "refused",
+            Health::Broken { .. } => "crash_loop",
+            Health::Starting => "starting",
+            Health::Parked => "at_zero",
+            Health::Ready if pool.live == 0 && self.target() == 0 => "at_zero",
+            Health::Ready => "serving",
+        }
+    }
+
+    /// Whether this generation finished draining and takes no request any more.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.pool().retired
+    }
+
+    /// Requests waiting in the queue now, without the pool's lock.
+    pub fn queue_len(&self) -> u64 {
+        self.queue_len.load(Relaxed)
+    }
+
     pub fn idle_workers(&self) -> usize {
         self.pool().idle.len()
     }
@@ -281,7 +345,7 @@ impl AppState {
                         })?
                 }
             };
-            self.stats.queued.store(pool.queue.len() as u64, Relaxed);
+            self.queue_len.store(pool.queue.len() as u64, Relaxed);
             (id, rx, now, from_zero)
         };
         let mut waiting = Waiting {
@@ -314,7 +378,7 @@ impl AppState {
     /// The 503 for a request the app cannot take in state `health`.
     fn unavailable(&self, health: &Health) -> DispatchError {
         match health {
-            Health::Broken { reason, until } => DispatchError::Unavailable {
+            Health::Broken { reason, until, .. } => DispatchError::Unavailable {
                 app: self.name().to_owned(),
                 reason: reason.clone(),
                 retry_after: until.saturating_duration_since(Instant::now()),
@@ -399,7 +463,7 @@ impl AppState {
             self.begin(&mut w, now);
             match entry.item.send(w) {
                 Ok(()) => {
-                    self.stats.queued.store(pool.queue.len() as u64, Relaxed);
+                    self.queue_len.store(pool.queue.len() as u64, Relaxed);
                     self.stats
                         .record_dispatch(now.saturating_duration_since(entry.enqueued));
                     return;
@@ -411,7 +475,7 @@ impl AppState {
                 }
             }
         }
-        self.stats.queued.store(0, Relaxed);
+        self.queue_len.store(0, Relaxed);
         w.idle_since = now;
         pool.idle.push(w);
     }
@@ -519,7 +583,7 @@ impl AppState {
             // Waiters get their 503 now instead of at their timeout.
             pool.queue.drain().for_each(drop);
             pool.idle.clear();
-            self.stats.queued.store(0, Relaxed);
+            self.queue_len.store(0, Relaxed);
         }
         pool.health = health;
     }
@@ -603,10 +667,7 @@ impl Drop for Waiting<'_> {
         {
             let mut pool = self.app.pool();
             pool.queue.remove(self.id);
-            self.app
-                .stats
-                .queued
-                .store(pool.queue.len() as u64, Relaxed);
+            self.app.queue_len.store(pool.queue.len() as u64, Relaxed);
         }
         rx.close();
         if let Ok(w) = rx.try_recv() {

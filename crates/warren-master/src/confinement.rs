@@ -301,14 +301,18 @@ pub(crate) async fn report_usage(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut last = cgroup.usage();
-    app.stats.cgroup.store(&last);
+    app.stats
+        .cgroup
+        .record(None, &last, app.successor().is_none());
     loop {
         tokio::select! {
             () = tokio::time::sleep(USAGE_EVERY) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let now = cgroup.usage();
-        app.stats.cgroup.store(&now);
+        app.stats
+            .cgroup
+            .record(Some(&last), &now, app.successor().is_none());
         if now.nr_throttled > last.nr_throttled {
             tracing::warn!(
                 app = app.name(),

@@ -208,6 +208,17 @@ pub fn content_length(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
+/// A header value without the spaces and tabs around it (RFC 9110 §5.5: they are not part of
+/// the value). Apps leave them (`("Set-Cookie", " csrftoken=...")`), and hyper sends a value
+/// as given. Done here rather than in the worker: this is where every response head becomes
+/// `http` types, whoever wrote the frame, and it costs a scan of the value's ends, no copy.
+fn trim_ows(value: &[u8]) -> &[u8] {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value.iter().position(|b| !ows(b)).unwrap_or(value.len());
+    let end = value.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
+    &value[start..end]
+}
+
 /// The response head the front will send, from the worker's `RESP_HEAD` payload. Refused as
 /// [`DispatchError::BadResponse`] (a 502, the worker still usable): a status outside 200–599
 /// (warren relays no informational response and no protocol switch), more header lines than
@@ -282,7 +293,7 @@ fn response_parts(
                 name.escape_ascii()
             ))
         })?;
-        let value = HeaderValue::from_bytes(value)
+        let value = HeaderValue::from_bytes(trim_ows(value))
             .map_err(|_| bad(format!("the value of header {name} is not valid")))?;
         parts.headers.try_append(name, value).map_err(too_many)?;
     }
@@ -933,5 +944,28 @@ async fn forward(
                 return Forwarded::Broken;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trim_ows;
+
+    #[test]
+    fn header_values_lose_the_spaces_and_tabs_around_them() {
+        let check = |value: &[u8], want: &[u8]| {
+            assert_eq!(
+                trim_ows(value),
+                want,
+                "{:?}",
+                value.escape_ascii().to_string()
+            );
+        };
+        check(b"  csrftoken=abc", b"csrftoken=abc");
+        check(b"a b\t", b"a b");
+        check(b"\t \t", b"");
+        check(b"", b"");
+        check(b"x", b"x");
+        check(b" x  y ", b"x  y");
     }
 }

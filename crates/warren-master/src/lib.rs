@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod app;
+pub mod applog;
 pub mod autoscale;
 mod body;
 pub mod confinement;
@@ -166,6 +167,11 @@ pub struct Master {
     running: Arc<std::sync::Mutex<Vec<Running>>>,
     /// Generations draining after a redeploy or removal.
     draining: std::sync::Mutex<JoinSet<()>>,
+    /// Apps removed from the config whose last generation still finishes its requests: shown
+    /// as `draining` in `/metrics` until it has.
+    removed: std::sync::Mutex<Vec<Arc<AppState>>>,
+    /// The apps the config refuses (`Config::refused`), for `/metrics`.
+    refused: std::sync::Mutex<Vec<String>>,
     worker_bin: Arc<Path>,
     confinement: Arc<Confinement>,
     /// Longest pause between two pieces of a request body.
@@ -198,6 +204,8 @@ impl Master {
         let master = Master {
             running,
             draining: std::sync::Mutex::new(JoinSet::new()),
+            removed: std::sync::Mutex::new(Vec::new()),
+            refused: std::sync::Mutex::new(config.refused.iter().map(|r| r.name.clone()).collect()),
             worker_bin: worker_bin.into(),
             confinement,
             body_timeout: config.server.body_timeout,
@@ -211,14 +219,21 @@ impl Master {
         let running: Vec<Running> = config
             .apps
             .iter()
-            .map(|a| master.launch(a.clone(), 0))
+            .map(|a| master.launch(a.clone(), 0, Arc::default()))
             .collect();
         *master.running.lock().unwrap_or_else(|e| e.into_inner()) = running;
         master
     }
 
-    fn launch(&self, config: warren_config::App, generation: u32) -> Running {
-        let app = Arc::new(AppState::new(config, generation, self.response_limits));
+    /// Starts a generation of an app, counting into `stats` (the app's, carried over from the
+    /// generation it replaces; fresh for an app that is new).
+    fn launch(&self, config: warren_config::App, generation: u32, stats: Arc<AppStats>) -> Running {
+        let app = Arc::new(AppState::new(
+            config,
+            generation,
+            self.response_limits,
+            stats,
+        ));
         let (stop, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         if app.config.limits.request_timeout.is_some() {
@@ -235,7 +250,19 @@ impl Master {
 
     /// `/metrics` in Prometheus text format.
     pub fn metrics(&self) -> String {
-        metrics::render(&self.apps())
+        let apps = self.apps();
+        let removed: Vec<Arc<AppState>> = {
+            let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+            // Drained ones are gone; one added back is shown by its new generation.
+            removed.retain(|r| !r.is_retired() && !apps.iter().any(|a| a.name() == r.name()));
+            removed.clone()
+        };
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        metrics::render(&apps, &removed, &refused)
     }
 
     /// The apps that take new requests, in config order.
@@ -270,7 +297,12 @@ impl Master {
             };
             if wanted {
                 let generation = self.generation.fetch_add(1, Relaxed);
-                starting.push((cfg.name.clone(), self.launch(cfg.clone(), generation)));
+                // A redeploy keeps counting where the app was; a new app starts at zero.
+                let stats = previous.map_or_else(Arc::default, |p| p.stats.clone());
+                starting.push((
+                    cfg.name.clone(),
+                    self.launch(cfg.clone(), generation, stats),
+                ));
             }
         }
         let mut ready = Vec::new();
@@ -324,10 +356,16 @@ impl Master {
             }
         }
         // What is left was removed from the config.
-        for o in previous {
-            report.removed.push(o.app.name().to_owned());
-            retiring.push(o);
+        {
+            let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+            for o in previous {
+                report.removed.push(o.app.name().to_owned());
+                removed.push(o.app.clone());
+                retiring.push(o);
+            }
         }
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) =
+            config.refused.iter().map(|r| r.name.clone()).collect();
         let apps = running.iter().map(|r| r.app.clone()).collect();
         drop(running);
         for r in retiring {
@@ -381,6 +419,7 @@ impl Master {
         let head_request = head.method == b"HEAD";
         let mut body = body;
         let mut attempts = 0;
+        let mut dispatched;
         let result = loop {
             attempts += 1;
             let worker = match app.checkout().await {
@@ -395,6 +434,7 @@ impl Master {
                 Err(e) => return Err(e),
             };
             let watch = worker.watch.clone();
+            dispatched = tokio::time::Instant::now();
             let result = match body.take() {
                 None => {
                     exchange::without_body(app.clone(), worker, frame.clone(), head_request).await
@@ -427,8 +467,11 @@ impl Master {
                 other => break other,
             }
         };
+        // Failures too (a 502, a 504 after request_timeout_s): the time the app had them.
+        app.stats.request_duration.observe(dispatched.elapsed());
         if result.is_ok() {
             app.stats.served.fetch_add(1, Relaxed);
+            app.answered.fetch_add(1, Relaxed);
         }
         result
     }

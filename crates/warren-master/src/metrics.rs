@@ -22,11 +22,36 @@ type Reading = (
 /// A histogram family: name, help, and how to read it from an app.
 type Hist = (&'static str, &'static str, fn(&AppState) -> HistSnapshot);
 
-/// Renders the metrics of `apps` and of this process.
-pub fn render(apps: &[Arc<AppState>]) -> String {
+/// Renders the metrics of `apps` (the generations serving) and of this process, and the state
+/// of the apps `removed` (still draining) and `refused` (by the config).
+pub fn render(apps: &[Arc<AppState>], removed: &[Arc<AppState>], refused: &[String]) -> String {
     let mut out = String::with_capacity(4096 + apps.len() * 4096);
     let now = Instant::now();
     let censuses: Vec<_> = apps.iter().map(|a| a.census(now)).collect();
+
+    header(
+        &mut out,
+        "warren_app_state",
+        "gauge",
+        "The app's state: 1 for the current one, 0 for the others (starting: importing; \
+         serving; at_zero: no worker, scaled to zero; crash_loop: failing, 503 until its \
+         back-off ends; draining: removed, finishing its requests; refused: it cannot run as \
+         configured).",
+    );
+    let states = apps
+        .iter()
+        .map(|a| (a.name(), a.state()))
+        .chain(removed.iter().map(|a| (a.name(), "draining")))
+        .chain(refused.iter().map(|n| (n.as_str(), "refused")));
+    for (app, current) in states {
+        for state in crate::app::STATES {
+            let _ = writeln!(
+                out,
+                "warren_app_state{{app=\"{app}\",state=\"{state}\"}} {}",
+                u8::from(state == current)
+            );
+        }
+    }
 
     header(
         &mut out,
@@ -39,7 +64,7 @@ pub fn render(apps: &[Arc<AppState>]) -> String {
             out,
             "warren_app_queue_length{{app=\"{}\"}} {}",
             app.name(),
-            app.stats.queued.load(Relaxed)
+            app.queue_len()
         );
     }
     header(
@@ -123,7 +148,12 @@ pub fn render(apps: &[Arc<AppState>]) -> String {
             );
         }
     }
-    let histograms: [Hist; 3] = [
+    let histograms: [Hist; 4] = [
+        (
+            "warren_app_request_duration_seconds",
+            "Dispatch to a worker to the response head (or the failure), per request.",
+            |a| a.stats.request_duration.snapshot(),
+        ),
         (
             "warren_app_queue_wait_seconds",
             "Time dispatched requests waited in the queue (0 when a worker was idle).",

@@ -29,11 +29,18 @@ impl TokenBucket {
     /// Takes one token: `Some(n)` if the event may go out, `n` being how many were refused
     /// since the previous one that went out (worth a line of its own); `None` if not.
     pub fn take(&mut self, now: Instant) -> Option<u64> {
+        self.take_n(1, now)
+    }
+
+    /// Takes `n` tokens at once, for an event of `n` lines (a traceback): it goes out whole
+    /// or not at all. An event larger than the burst costs the burst.
+    pub fn take_n(&mut self, n: usize, now: Instant) -> Option<u64> {
+        let n = (n as f64).clamp(1.0, self.burst);
         let elapsed = now.saturating_duration_since(self.last);
         self.last = now;
         self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             Some(std::mem::take(&mut self.refused))
         } else {
             self.refused += 1;
@@ -75,5 +82,18 @@ mod tests {
         check(&mut b, 10_000, Some(0));
         check(&mut b, 10_000, Some(0));
         check(&mut b, 10_000, None);
+    }
+
+    #[test]
+    fn an_event_of_many_lines_costs_them_all() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10.0, 5.0, t0);
+        assert_eq!(b.take_n(3, t0), Some(0));
+        assert_eq!(b.take_n(3, t0), None);
+        assert_eq!(b.take_n(2, t0), Some(1));
+        // 500 ms earn five tokens: a 50-line event costs the whole burst, no more.
+        let later = t0 + Duration::from_millis(500);
+        assert_eq!(b.take_n(50, later), Some(0));
+        assert_eq!(b.take(later), None);
     }
 }

@@ -98,7 +98,7 @@ pub(crate) async fn run(
         let mut decisions: Vec<(Decision, usize, usize)> = Vec::with_capacity(apps.len());
         for app in &apps {
             let (live, idle, starting, idle_for) = app.census(now);
-            let queued = app.stats.queued.load(std::sync::atomic::Ordering::Relaxed) as usize;
+            let queued = app.queue_len() as usize;
             let busy = live.saturating_sub(idle + starting);
             let track = tracks.entry(key(app)).or_insert_with(|| Track::new(app));
             track.push((busy + queued) as f64, app.stats.queue_wait.snapshot());
@@ -150,8 +150,7 @@ pub(crate) async fn run(
                     .map(|(app, (d, live, idle))| Claim {
                         target: d.target,
                         min: app.config.scale.min,
-                        has_work: live > idle
-                            || app.stats.queued.load(std::sync::atomic::Ordering::Relaxed) > 0,
+                        has_work: live > idle || app.queue_len() > 0,
                     })
                     .collect();
                 autoscale::share(budget, &claims)

@@ -1,5 +1,11 @@
 //! Per-app counters and histograms, written on the request path with relaxed atomics and read
 //! by the autoscaler and `/metrics`. No lock is taken to count.
+//!
+//! **Architecture Invariant:** an [`AppStats`] belongs to the app, not to one generation: a
+//! redeploy hands the running generation's `Arc<AppStats>` to the new one (`Master::reload`),
+//! so that its counters never go backwards while the app exists; only an app removed and added
+//! again starts from zero. What describes one generation (its queue length now, its workers)
+//! lives in its `AppState`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -87,8 +93,6 @@ const STATUSES: usize = 500;
 
 #[derive(Debug)]
 pub struct AppStats {
-    /// Requests waiting in the queue now.
-    pub queued: AtomicU64,
     /// Responses completed by a worker.
     pub served: AtomicU64,
     /// Workers forked, and workers that exited.
@@ -106,16 +110,21 @@ pub struct AppStats {
     pub cold_start: Histogram,
     /// Requests that arrived when the app had no worker at all: arrival to dispatch.
     pub from_zero: Histogram,
+    /// Dispatch (a worker given the request) to the response head (or the failure instead).
+    pub request_duration: Histogram,
     /// Responses by status code.
     responses: [AtomicU64; STATUSES],
     /// The last reading of the app's cgroup (none without one).
     pub cgroup: CgroupReading,
 }
 
-/// What the app's cgroup last said (read every few seconds by the master).
+/// What the app's cgroups said (read every few seconds by the master). Each generation has a
+/// cgroup of its own, whose counters start at zero: the counters here are the sums of what
+/// every generation's group counted, so they go on across redeploys.
 #[derive(Debug, Default)]
 pub struct CgroupReading {
     pub has_reading: AtomicBool,
+    /// The serving generation's memory, as last read.
     pub memory_bytes: AtomicU64,
     pub oom_kills: AtomicU64,
     /// CFS periods in which the quota ran out, and the time throttled.
@@ -124,12 +133,24 @@ pub struct CgroupReading {
 }
 
 impl CgroupReading {
-    /// Keeps `u` as the latest reading.
-    pub fn store(&self, u: &warren_sandbox::cgroup::Usage) {
-        self.memory_bytes.store(u.memory_bytes, Relaxed);
-        self.oom_kills.store(u.oom_kills, Relaxed);
-        self.nr_throttled.store(u.nr_throttled, Relaxed);
-        self.throttled_us.store(u.throttled_us, Relaxed);
+    /// Adds what a generation's group counted since its reading `last` (none: since it was
+    /// made), and keeps its memory when `serving` (a draining generation's is not the app's).
+    pub fn record(
+        &self,
+        last: Option<&warren_sandbox::cgroup::Usage>,
+        now: &warren_sandbox::cgroup::Usage,
+        serving: bool,
+    ) {
+        let since =
+            |f: fn(&warren_sandbox::cgroup::Usage) -> u64| f(now).saturating_sub(last.map_or(0, f));
+        if serving {
+            self.memory_bytes.store(now.memory_bytes, Relaxed);
+        }
+        self.oom_kills.fetch_add(since(|u| u.oom_kills), Relaxed);
+        self.nr_throttled
+            .fetch_add(since(|u| u.nr_throttled), Relaxed);
+        self.throttled_us
+            .fetch_add(since(|u| u.throttled_us), Relaxed);
         self.has_reading.store(true, Relaxed);
     }
 }
@@ -137,7 +158,6 @@ impl CgroupReading {
 impl Default for AppStats {
     fn default() -> Self {
         AppStats {
-            queued: AtomicU64::new(0),
             served: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
             exited: AtomicU64::new(0),
@@ -147,6 +167,7 @@ impl Default for AppStats {
             queue_wait: Histogram::default(),
             cold_start: Histogram::default(),
             from_zero: Histogram::default(),
+            request_duration: Histogram::default(),
             responses: std::array::from_fn(|_| AtomicU64::new(0)),
             cgroup: CgroupReading::default(),
         }

@@ -27,6 +27,7 @@ use warren_protocol::control::{EXIT_IMPORT_FAILED, EXIT_SANDBOX_FAILED, MSG_LEN,
 use warren_protocol::{FRAME_HEADER, Kind, parse_header};
 
 use crate::app::{AppState, Health, WorkerConn};
+use crate::applog::{Event, Grouper, Level, Repeats};
 use crate::confinement::{AppSandbox, Confinement, report_usage};
 use crate::pipes::WorkerPipes;
 
@@ -48,6 +49,9 @@ const CRASH_LOOP_DEATHS: u32 = 5;
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Longest log line taken from an app; the rest of the line is dropped.
 const MAX_LOG_LINE: usize = 8 * 1024;
+/// How long a line that may belong to a traceback waits for the next one before it is logged
+/// as it stands (a traceback is printed at once; this only bounds the wait when it ends).
+const HOLD: Duration = Duration::from_millis(100);
 
 /// How a zygote's life ended.
 enum End {
@@ -76,6 +80,7 @@ pub(crate) async fn supervise(
             app.set_health(Health::Broken {
                 reason: format!("the app cannot start: {reason}"),
                 until: Instant::now() + Duration::from_secs(86_400 * 365),
+                refused: true,
             });
             stopped(&mut shutdown).await;
             return;
@@ -103,8 +108,11 @@ async fn supervise_zygotes(
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut crash_backoff = BACKOFF_MIN;
+    // The last traceback, across the zygote's restarts: an import failure that repeats is
+    // logged in full once, then as one line per round until it changes.
+    let repeats = Arc::new(std::sync::Mutex::new(Repeats::default()));
     loop {
-        let end = run_zygote(app, worker_bin, sandbox, shutdown, &mut backoff).await;
+        let end = run_zygote(app, worker_bin, sandbox, shutdown, &mut backoff, &repeats).await;
         app.reset_workers();
         let (reason, import) = match end {
             End::Shutdown => return,
@@ -113,7 +121,7 @@ async fn supervise_zygotes(
                     app = app.name(),
                     "at zero workers: zygote stopped (scale.keep_zygote = false); the next request imports the app again"
                 );
-                app.set_health(Health::Starting);
+                app.set_health(Health::Parked);
                 // Until a request (or the autoscaler) asks for a worker again.
                 while app.target() == 0 {
                     tokio::select! {
@@ -150,6 +158,7 @@ async fn supervise_zygotes(
                 reason
             },
             until,
+            refused: false,
         });
         tokio::select! {
             () = tokio::time::sleep_until(until) => {}
@@ -197,6 +206,7 @@ async fn run_zygote(
     sandbox: &AppSandbox,
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Duration,
+    repeats: &Arc<std::sync::Mutex<Repeats>>,
 ) -> End {
     let cfg = &app.config;
     let Started {
@@ -208,10 +218,10 @@ async fn run_zygote(
         Err(e) => return End::ImportFailed(e),
     };
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(log_lines(app.clone(), "stdout", out));
+        tokio::spawn(log_lines(app.clone(), "stdout", out, repeats.clone()));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(log_lines(app.clone(), "stderr", err));
+        tokio::spawn(log_lines(app.clone(), "stderr", err, repeats.clone()));
     }
     app.set_health(Health::Starting);
 
@@ -230,7 +240,7 @@ async fn run_zygote(
     let mut young_deaths = 0u32;
     // Requests the app had answered at the last young death: deaths in between answered
     // requests are an app that mostly works (a crash now and then), not a crash loop.
-    let mut served_at_death = app.stats.served.load(std::sync::atomic::Ordering::Relaxed);
+    let mut served_at_death = app.answered.load(std::sync::atomic::Ordering::Relaxed);
     loop {
         if ready
             && !cfg.scale.keep_zygote
@@ -357,7 +367,7 @@ async fn run_zygote(
                         if harakiri {
                             // The request's fault, not a crash: replaced at once.
                         } else if !clean && lived.is_none_or(|d| d < CRASH_LOOP_WINDOW) {
-                            let served = app.stats.served.load(std::sync::atomic::Ordering::Relaxed);
+                            let served = app.answered.load(std::sync::atomic::Ordering::Relaxed);
                             if served != served_at_death {
                                 young_deaths = 0;
                                 fork_delay = Duration::ZERO;
@@ -467,7 +477,7 @@ pub async fn try_import(
         headers: 1,
         head_bytes: 1,
     };
-    let state = AppState::new(app.clone(), 0, limits);
+    let state = AppState::new(app.clone(), 0, limits, Default::default());
     let sandbox = AppSandbox::prepare(&state, confinement)
         .map_err(|reason| format!("the app cannot start: {reason}"))?;
     let outcome = import_once(app, worker_bin, &sandbox).await;
@@ -619,15 +629,38 @@ async fn await_ready(app: Arc<AppState>, pipes: WorkerPipes, pid: i32, asked: In
     }
 }
 
-/// Copies an app's output into warren's log, one event per line, tagged with the app. A line
-/// longer than [`MAX_LOG_LINE`] is logged once, cut, with the number of bytes dropped: an app
-/// cannot make one line cost unbounded memory, nor split it into many events.
-async fn log_lines<R: AsyncRead + Unpin>(app: Arc<AppState>, stream: &'static str, out: R) {
+/// Copies an app's output into warren's log, tagged with the app: a line per event, a
+/// traceback as one event (`applog.rs` has the rules). A line longer than [`MAX_LOG_LINE`] is
+/// cut, with the number of bytes dropped: an app cannot make one line cost unbounded memory,
+/// nor split it into many events. Lines held to see what follows them (a traceback's
+/// possible header, its possible chained exception) go out when nothing follows within
+/// [`HOLD`].
+async fn log_lines<R: AsyncRead + Unpin>(
+    app: Arc<AppState>,
+    stream: &'static str,
+    out: R,
+    repeats: Arc<std::sync::Mutex<Repeats>>,
+) {
     let mut reader = BufReader::with_capacity(MAX_LOG_LINE, out);
     let mut line = Vec::with_capacity(256);
     let mut dropped = 0usize;
+    let mut grouper = Grouper::default();
+    let mut events = Vec::new();
     loop {
-        let buf = match reader.fill_buf().await {
+        let filled = if grouper.holding() {
+            // `fill_buf` is cancel-safe: what it read stays in the buffer.
+            match tokio::time::timeout(HOLD, reader.fill_buf()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    grouper.flush(&mut events);
+                    emit(&app, stream, &mut events, &repeats);
+                    continue;
+                }
+            }
+        } else {
+            reader.fill_buf().await
+        };
+        let buf = match filled {
             Ok([]) | Err(_) => break,
             Ok(b) => b,
         };
@@ -641,25 +674,60 @@ async fn log_lines<R: AsyncRead + Unpin>(app: Arc<AppState>, stream: &'static st
         let used = piece.len() + usize::from(newline);
         reader.consume(used);
         if newline {
-            emit_line(&app, stream, &line, dropped);
+            let text = String::from_utf8_lossy(&line);
+            grouper.push(text.trim_end_matches('\r'), dropped, &mut events);
+            emit(&app, stream, &mut events, &repeats);
             line.clear();
             dropped = 0;
         }
     }
     if !line.is_empty() {
-        emit_line(&app, stream, &line, dropped);
+        let text = String::from_utf8_lossy(&line);
+        grouper.push(text.trim_end_matches('\r'), dropped, &mut events);
     }
+    grouper.flush(&mut events);
+    emit(&app, stream, &mut events, &repeats);
 }
 
-fn emit_line(app: &AppState, stream: &'static str, line: &[u8], dropped: usize) {
-    if !app.may_log() {
-        return;
-    }
-    let text = String::from_utf8_lossy(line);
-    let text = text.trim_end_matches('\r');
-    if dropped == 0 {
-        tracing::info!(target: "app", app = app.name(), stream, "{text}");
-    } else {
-        tracing::info!(target: "app", app = app.name(), stream, cut_bytes = dropped, "{text}");
+/// Logs `events` (and empties it), each spending its lines from the app's log budget. A
+/// traceback the same as the app's previous one is one line saying so.
+fn emit(
+    app: &AppState,
+    stream: &'static str,
+    events: &mut Vec<Event>,
+    repeats: &std::sync::Mutex<Repeats>,
+) {
+    for e in events.drain(..) {
+        let name = app.name();
+        if e.traceback {
+            let repeat = repeats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .check(&e.text);
+            if let Some(times) = repeat {
+                if app.may_log() {
+                    tracing::error!(target: "app", app = name, stream, "same traceback as before ({times} times)");
+                }
+                continue;
+            }
+        }
+        if !app.may_log_lines(e.lines) {
+            continue;
+        }
+        let cut_bytes = (e.cut_bytes > 0).then_some(e.cut_bytes);
+        let text = &e.text;
+        if e.traceback {
+            // One line: the exception as the message, the whole traceback as a field written
+            // with its newlines escaped, so that an event stays one line of the log and no
+            // line of an app's output can pass for one of warren's own.
+            let exception = text.rsplit('\n').next().unwrap_or_default();
+            tracing::error!(target: "app", app = name, stream, cut_bytes, traceback = ?text, "{exception}");
+            continue;
+        }
+        match e.level {
+            Level::Info => tracing::info!(target: "app", app = name, stream, cut_bytes, "{text}"),
+            Level::Warn => tracing::warn!(target: "app", app = name, stream, cut_bytes, "{text}"),
+            Level::Error => tracing::error!(target: "app", app = name, stream, cut_bytes, "{text}"),
+        }
     }
 }

@@ -126,9 +126,9 @@ fn run(cli: Cli) -> Result<()> {
             for app in &config.apps {
                 let s = &app.scale;
                 let workers = if s.is_fixed() {
-                    format!("{} workers", app.workers)
+                    workers(app.workers)
                 } else {
-                    format!("{} to {} workers (autoscaled)", s.min, s.max)
+                    format!("{} to {} (autoscaled)", s.min, workers(s.max))
                 };
                 let uid = if recorded.get(&app.name).is_some() {
                     format!("uid {}", app.uid)
@@ -362,6 +362,14 @@ pub(crate) fn record_identities(config: &mut warren_config::Config) -> Result<()
         );
     }
     Ok(())
+}
+
+/// `1 worker`, `2 workers`.
+fn workers(n: usize) -> String {
+    match n {
+        1 => "1 worker".to_owned(),
+        n => format!("{n} workers"),
+    }
 }
 
 fn nix_is_root() -> bool {

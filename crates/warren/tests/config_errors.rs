@@ -203,7 +203,10 @@ fn out_of_range_values() {
     refused(&app("queue_max = 0")).says("apps.a.queue_max", &[]);
     refused(&app("queue_timeout_s = -1")).says("apps.a.queue_timeout_s", &[]);
     refused(&app("max_body_mb = -1")).says("apps.a.max_body_mb", &[]);
-    refused(&app("workers = \"two\"")).says("apps.a.workers", &["invalid type"]);
+    refused(&app("workers = \"two\"")).says(
+        "apps.a.workers",
+        &["expected a whole number, found text \"two\""],
+    );
     refused(&app("venv = \"no-such-venv\"")).says("apps.a.venv", &["no-such-venv"]);
     refused(&app("static = { \"/s\" = \"no-such-static\" }"))
         .says("apps.a.static.\"/s\"", &["no-such-static"]);
@@ -275,7 +278,8 @@ fn check_lists_each_app_with_its_worker_range() {
         format!(
             "[apps.fixed]\npath = \"{p}\"\nentry = \"app:application\"\nworkers = 3\n\n\
              [apps.scaled]\npath = \"{p}\"\nentry = \"app:application\"\n\
-             [apps.scaled.scale]\nmin = 0\nmax = 5\n",
+             [apps.scaled.scale]\nmin = 0\nmax = 5\n\n\
+             [apps.single]\npath = \"{p}\"\nentry = \"app:application\"\nworkers = 1\n",
             p = fixture("failures")
         ),
     )
@@ -296,6 +300,25 @@ fn check_lists_each_app_with_its_worker_range() {
             "scaled (app:application): hosts [\"scaled.localhost\"], 0 to 5 workers (autoscaled)"
         ),
         "{text}"
+    );
+    assert!(
+        text.contains("single (app:application): hosts [\"single.localhost\"], 1 worker,"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_said_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["serve", "--config", "/nonexistent/warren.toml"])
+        .env_remove("WARREN_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "warren: /nonexistent/warren.toml: cannot read: No such file or directory (os error 2)"
     );
 }
 

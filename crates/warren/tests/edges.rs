@@ -190,9 +190,13 @@ fn response_lengths_are_digits_only() {
     assert_eq!(resp.header("content-length"), Some("5"));
     drop(c);
     assert_healthy(&w);
+    // Waited for: the log is read from warren's stderr by a thread of its own, behind the
+    // requests' access lines.
     assert!(
-        w.logs()
-            .contains("the app's Content-Length is not one number"),
+        w.wait_for_log_line(
+            Duration::from_secs(10),
+            &["the app's Content-Length is not one number"]
+        ),
         "{}",
         w.logs()
     );
