@@ -73,7 +73,12 @@ pub struct LoadtestArgs {
     /// Seconds to keep sampling --metrics after the schedule ends (at most 3600), so that the
     /// scale-down shows on the chart (the idle timeout and the stable window are often a
     /// minute or more)
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.0, requires = "metrics")]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0.0,
+        requires = "metrics"
+    )]
     pub cooldown: f64,
 
     /// warren's Prometheus endpoint to sample once a second, loopback only

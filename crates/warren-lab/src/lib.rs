@@ -151,7 +151,9 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<Summary> {
             () = tokio::time::sleep_until(until) => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        let elapsed = Instant::now().saturating_duration_since(start).as_secs_f64();
+        let elapsed = Instant::now()
+            .saturating_duration_since(start)
+            .as_secs_f64();
         horizon = elapsed.clamp(plan.duration_s, plan.duration_s + plan.cooldown_s);
     }
     let _ = stop_sampler.send(true);
@@ -162,7 +164,11 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<Summary> {
     let samples = sampled.as_ref().map_or(&[][..], |s| &s.samples[..]);
 
     let rows = series::aggregate(&generated.outcomes, samples, horizon);
-    let markers = series::markers(&plan.pattern.changes(plan.duration_s), plan.duration_s, &rows);
+    let markers = series::markers(
+        &plan.pattern.changes(plan.duration_s),
+        plan.duration_s,
+        &rows,
+    );
     series::write_csv(&rows, BufWriter::new(csv))
         .with_context(|| format!("cannot write --csv {}", plan.csv.display()))?;
 
@@ -188,8 +194,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<Summary> {
     // Drawing is CPU work: keep it off the runtime's threads.
     let drawn = {
         let (rows, path) = (rows.clone(), plan.png.clone());
-        tokio::task::spawn_blocking(move || plot::draw(&rows, &markers, &title, &path, text))
-            .await
+        tokio::task::spawn_blocking(move || plot::draw(&rows, &markers, &title, &path, text)).await
     };
     let png = match drawn {
         Ok(Ok(())) => Some(plan.png.clone()),

@@ -318,7 +318,12 @@ warren_front_connections 12
         assert_eq!(m.responses_total.get("503"), Some(&5.0));
         assert_eq!(m.cold_start, None);
         assert_eq!(
-            (m.min_workers, m.max_workers, m.target_queue_wait, m.generation),
+            (
+                m.min_workers,
+                m.max_workers,
+                m.target_queue_wait,
+                m.generation
+            ),
             (Some(1.0), Some(8.0), Some(0.05), Some(3.0))
         );
         let qw = m.queue_wait.expect("queue wait histogram");

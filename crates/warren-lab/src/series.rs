@@ -566,7 +566,10 @@ mod tests {
         let changes = [(2.0, "10 → 400 req/s".to_string())];
         // Rows stop at the schedule's end: no "load stops", and a steady generation.
         let rows = generations(&[Some(1.0), Some(1.0), Some(1.0), Some(1.0)]);
-        assert_eq!(kinds(&markers(&changes, 4.0, &rows)), [(2.0, MarkerKind::Pattern)]);
+        assert_eq!(
+            kinds(&markers(&changes, 4.0, &rows)),
+            [(2.0, MarkerKind::Pattern)]
+        );
         // Rows past it (a cool-down), and a reload seen at the end of second 3; a gap in the
         // scrapes (None) is not a change.
         let rows = generations(&[Some(1.0), None, Some(1.0), Some(2.0), Some(2.0), Some(2.0)]);

@@ -298,7 +298,11 @@ async fn cooldown_keeps_sampling_after_the_load() {
 
     let (header, rows) = read_csv(&csv);
     let col = |name: &str| header.iter().position(|h| h == name).expect(name);
-    assert!(rows.len() >= 6, "{} rows: the cool-down is missing", rows.len());
+    assert!(
+        rows.len() >= 6,
+        "{} rows: the cool-down is missing",
+        rows.len()
+    );
     // Nothing offered after the schedule, and the metrics still sampled.
     for row in &rows[3..] {
         assert_eq!(row[col("offered_rps")], "0", "{row:?}");

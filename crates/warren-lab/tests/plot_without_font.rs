@@ -29,8 +29,14 @@ fn draws_a_png_without_a_font() {
         kind: MarkerKind::Reload,
         label: "a label that must not be drawn".into(),
     }];
-    plot::draw(&rows, &markers, "title that must not be drawn", &path, false)
-        .expect("drawn without text");
+    plot::draw(
+        &rows,
+        &markers,
+        "title that must not be drawn",
+        &path,
+        false,
+    )
+    .expect("drawn without text");
     let bytes = std::fs::read(&path).expect("PNG written");
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
     if let Some(keep) = std::env::var_os("WARREN_LAB_KEEP_PNG") {

@@ -19,6 +19,8 @@ type Reading = (
     String,
     fn(&CgroupReading) -> f64,
 );
+/// A gauge of the app's policy: name, help, and its value (`None`: no sample for that app).
+type PolicyGauge = (&'static str, &'static str, fn(&AppState) -> Option<f64>);
 /// A histogram family: name, help, and how to read it from an app.
 type Hist = (&'static str, &'static str, fn(&AppState) -> HistSnapshot);
 
@@ -74,7 +76,7 @@ pub fn render(apps: &[Arc<AppState>]) -> String {
     }
     // The policy the autoscaler works to, and the generation serving, so that a chart of the
     // above (the lab's) can draw what the app is aiming at and mark redeploys.
-    let policy: [(&str, &str, fn(&AppState) -> Option<f64>); 4] = [
+    let policy: [PolicyGauge; 4] = [
         (
             "warren_app_min_workers",
             "Fewest workers of the app (scale.min, or its fixed workers).",
@@ -90,7 +92,7 @@ pub fn render(apps: &[Arc<AppState>]) -> String {
             "The queue wait the autoscaler aims to stay under (autoscaled apps only).",
             |a| {
                 let s = &a.config.scale;
-                (!s.is_fixed()).then(|| s.target_queue_wait.as_secs_f64())
+                (!s.is_fixed()).then_some(s.target_queue_wait.as_secs_f64())
             },
         ),
         (

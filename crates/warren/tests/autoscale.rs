@@ -195,7 +195,10 @@ fn a_burst_raises_the_worker_count_with_no_failed_request() {
         let got = metric(&m, &format!("{series}{{app=\"busy\"}}"));
         assert!((got - want).abs() < 1e-9, "{series}: {got}");
     }
-    assert!(m.contains_key("warren_app_generation{app=\"busy\"}"), "{m:?}");
+    assert!(
+        m.contains_key("warren_app_generation{app=\"busy\"}"),
+        "{m:?}"
+    );
     // 12 clients on a 50 ms handler: one worker serves 20 req/s, the clients ask for far more.
     let load = Load::start(&w, "busy.localhost", "/sleep?s=0.05", 12);
     let m = wait_metric(admin, &w, "scale up", Duration::from_secs(10), |m| {
