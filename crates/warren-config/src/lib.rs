@@ -68,6 +68,10 @@ pub struct Config {
     /// Apps of the file that cannot run as configured, in name order: their hosts answer 503
     /// and the others are served.
     pub refused: Vec<Refused>,
+    /// `FILE: KEY: REASON` lines about values that run but disagree with each other (a body
+    /// limit the app's `/tmp` cannot hold), in name order: `warren check` prints them and
+    /// `warren serve` logs them at start and on every reload.
+    pub warnings: Vec<String>,
 }
 
 /// An app of the config file refused on its own (its directory, virtualenv or entry module is
@@ -174,7 +178,8 @@ pub struct App {
     pub queue_max: usize,
     /// Longest a request may wait in the queue for a worker before it gets 503.
     pub queue_timeout: Duration,
-    /// Largest request body accepted; larger gets 413.
+    /// Largest request body accepted; larger gets 413. By default [`DEFAULT_MAX_BODY_MB`],
+    /// under the default `/tmp` ([`DEFAULT_TMP_MB`]), where frameworks spool uploads.
     pub max_body_bytes: u64,
     /// `[apps.NAME.limits]`: resources of the app's processes together.
     pub limits: Limits,
@@ -461,7 +466,7 @@ impl Default for LimitsFile {
             memory_mb: 256,
             cpu_percent: 100,
             pids: 128,
-            tmp_mb: 16,
+            tmp_mb: DEFAULT_TMP_MB,
             nofile: 1024,
             fsize_mb: None,
             threads: false,
@@ -587,7 +592,45 @@ fn default_queue_timeout_s() -> f64 {
     30.0
 }
 fn default_max_body_mb() -> f64 {
-    1024.0
+    DEFAULT_MAX_BODY_MB as f64
+}
+
+/// `limits.tmp_mb` when not set: the size of a confined app's private `/tmp`, MiB.
+pub const DEFAULT_TMP_MB: u64 = 16;
+
+/// `max_body_mb` when not set, MiB. Werkzeug (Flask), Bottle and Django spool an upload past
+/// half a MiB or so to a file in `/tmp`, and a confined app's `/tmp` is `limits.tmp_mb`
+/// (16 MiB): so the default body fits there, twice over (two workers, the default, each
+/// receiving one at once), as nginx (1 MiB) and App Engine (32 MiB) cap bodies by default.
+pub const DEFAULT_MAX_BODY_MB: u64 = 8;
+
+/// The warning for a confined app whose largest accepted body would not fit where its
+/// framework spools it: a private `/tmp` of `tmp_bytes` in which no file may pass
+/// `fsize_bytes`. `None` when it fits, or the app is not confined (its `/tmp` is the host's).
+/// A warning rather than a refusal: an app that reads `wsgi.input` as a stream into a
+/// writable directory needs no `/tmp` for its bodies.
+fn body_warning(app: &App) -> Option<(String, String)> {
+    let room = app.limits.tmp_bytes.min(app.limits.fsize_bytes);
+    if !app.sandbox.enabled || app.max_body_bytes <= room {
+        return None;
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let (what, key) = if app.limits.fsize_bytes < app.limits.tmp_bytes {
+        ("largest file (limits.fsize_mb", "limits.fsize_mb")
+    } else {
+        ("private /tmp (limits.tmp_mb", "limits.tmp_mb")
+    };
+    Some((
+        format!("apps.{}.max_body_mb", app.name),
+        format!(
+            "accepts bodies up to {} MiB, but the app's {what} {} MiB) cannot hold one: Flask, \
+             Bottle and Django spool uploads there and would fail with \"No space left on \
+             device\" or \"File too large\"; raise {key} (and limits.memory_mb: /tmp is memory) \
+             or lower max_body_mb",
+            mib(app.max_body_bytes),
+            mib(room)
+        ),
+    ))
 }
 
 /// Reads and validates the config file at `path`.
@@ -976,7 +1019,13 @@ fn validate(file: &Path, raw: ConfigFile) -> Result<Config, ConfigError> {
         refused.push(Refused::new(&app.name, &host_owner, invalid(key, reason)));
     }
     refused.sort_by(|a, b| a.name.cmp(&b.name));
+    let warnings = apps
+        .iter()
+        .filter_map(body_warning)
+        .map(|(key, reason)| invalid(key, reason).to_string())
+        .collect();
     Ok(Config {
+        warnings,
         file: file.to_owned(),
         server: Server {
             listen,

@@ -731,3 +731,65 @@ fn access_log_is_on_unless_turned_off() {
     let off = GOOD.replace("[server]\n", "[server]\naccess_log = false\n");
     assert!(!check(&off, None).unwrap().server.access_log);
 }
+
+/// The warnings of the config made of one app `a` with the extra `lines`.
+fn body_warnings(lines: &str) -> Vec<String> {
+    let text = format!("[apps.a]\npath = \"app\"\nentry = \"app:application\"\n{lines}");
+    check(&text, None).unwrap().warnings
+}
+
+#[test]
+fn the_default_body_fits_in_the_default_tmp() {
+    let config = check(GOOD, None).unwrap();
+    let app = &config.apps[0];
+    let mib = 1024 * 1024;
+    assert_eq!(app.max_body_bytes, DEFAULT_MAX_BODY_MB * mib);
+    assert_eq!(app.limits.tmp_bytes, DEFAULT_TMP_MB * mib);
+    // Twice over: the default two workers may each spool one.
+    assert!(2 * app.max_body_bytes <= app.limits.tmp_bytes);
+    assert!(app.max_body_bytes <= app.limits.fsize_bytes);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn a_body_the_tmp_cannot_hold_is_a_warning_naming_both_keys() {
+    // (extra lines, the keys the warning must name; none: no warning)
+    let cases: [(&str, &[&str]); 7] = [
+        ("", &[]),
+        ("max_body_mb = 16\n", &[]),
+        (
+            "max_body_mb = 20\n",
+            &["apps.a.max_body_mb", "20 MiB", "limits.tmp_mb 16 MiB"],
+        ),
+        (
+            "max_body_mb = 100\n[apps.a.limits]\ntmp_mb = 128\nmemory_mb = 512\n",
+            &[],
+        ),
+        (
+            "[apps.a.limits]\ntmp_mb = 4\n",
+            &["apps.a.max_body_mb", "8 MiB", "limits.tmp_mb 4 MiB"],
+        ),
+        (
+            "max_body_mb = 100\n[apps.a.limits]\ntmp_mb = 128\nfsize_mb = 50\n",
+            &["apps.a.max_body_mb", "limits.fsize_mb 50 MiB"],
+        ),
+        // Unconfined, the app's /tmp is the host's: nothing to compare with.
+        (
+            "max_body_mb = 1024\n[apps.a.sandbox]\nenabled = false\n",
+            &[],
+        ),
+    ];
+    for (lines, want) in cases {
+        let warnings = body_warnings(lines);
+        if want.is_empty() {
+            assert!(warnings.is_empty(), "{lines:?}: {warnings:?}");
+            continue;
+        }
+        assert_eq!(warnings.len(), 1, "{lines:?}: {warnings:?}");
+        let w = &warnings[0];
+        assert!(w.contains("warren.toml: "), "{w}");
+        for part in want {
+            assert!(w.contains(part), "{lines:?}: {w:?} lacks {part:?}");
+        }
+    }
+}

@@ -70,6 +70,17 @@ pub struct LoadtestArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     pub duration: f64,
 
+    /// Seconds to keep sampling --metrics after the schedule ends (at most 3600), so that the
+    /// scale-down shows on the chart (the idle timeout and the stable window are often a
+    /// minute or more)
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0.0,
+        requires = "metrics"
+    )]
+    pub cooldown: f64,
+
     /// warren's Prometheus endpoint to sample once a second, loopback only
     /// (e.g. http://127.0.0.1:9090/metrics)
     #[arg(long, value_name = "URL")]
@@ -185,6 +196,8 @@ pub struct Plan {
     pub pattern: Pattern,
     /// Length of the schedule, seconds.
     pub duration_s: f64,
+    /// Seconds of sampling (and of rows) after the schedule ends, with no load.
+    pub cooldown_s: f64,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Most requests outstanding at once.
@@ -248,6 +261,14 @@ impl LoadtestArgs {
                 format!("at most {MAX_DURATION_S} s"),
             ));
         }
+        let cooldown_s = seconds_or_zero("--cooldown", self.cooldown)?;
+        if cooldown_s > MAX_DURATION_S {
+            return Err(out_of_range(
+                "--cooldown",
+                self.cooldown,
+                format!("at most {MAX_DURATION_S} s"),
+            ));
+        }
         let timeout = seconds("--timeout", self.timeout)?;
         if timeout > MAX_DURATION_S {
             return Err(out_of_range(
@@ -276,6 +297,7 @@ impl LoadtestArgs {
             target,
             pattern,
             duration_s,
+            cooldown_s,
             timeout: Duration::from_secs_f64(timeout),
             max_in_flight: self.max_in_flight,
             metrics,
@@ -644,6 +666,18 @@ mod tests {
         assert!(err("--pattern step --from 1 --to 2 --at 60 --duration 60").contains("inside"));
         assert!(err("--from 1 --metrics http://10.1.1.1/metrics").contains("--metrics"));
         assert!(err("--from 50000 --duration 3600").contains("requests"));
+        let m = "--metrics http://127.0.0.1:2/metrics";
+        assert!(err(&format!("--from 1 {m} --cooldown=-1")).contains("--cooldown"));
+        assert!(err(&format!("--from 1 {m} --cooldown 3601")).contains("at most 3600"));
+    }
+
+    #[test]
+    fn cooldown_defaults_to_none_and_adds_no_requests() {
+        let base = "--url http://127.0.0.1:1/ --from 10 --duration 5 --metrics http://127.0.0.1:2/";
+        let without = plan(base).expect("accepted");
+        assert_eq!(without.cooldown_s, 0.0);
+        let with = plan(&format!("{base} --cooldown 30")).expect("accepted");
+        assert_eq!((with.cooldown_s, with.scheduled), (30.0, without.scheduled));
     }
 
     #[test]

@@ -29,10 +29,17 @@
 //!   completed that second); from warren's metrics when `--metrics` is given:
 //!   `queue_wait_p50_ms`, `queue_wait_p99_ms` (requests dispatched that second, from the
 //!   histogram's bucket deltas), `queue_length`, `workers` (busy + idle + starting),
-//!   `target_workers`; then `timeout_rps`, `dropped_rps`, `in_flight`, `spawns`, `reaps`.
+//!   `target_workers`; then `timeout_rps`, `dropped_rps`, `in_flight`, `spawns`, `reaps`,
+//!   `busy_workers`, `min_workers`, `max_workers`, `target_queue_wait_ms` (the autoscaler's
+//!   target) and `generation` (it changes at a reload).
 //!   Empty cell: no value (no metrics, or nothing completed that second).
-//! - **PNG** (`--png`, see [`plot`]): offered vs ok vs errors; queue wait and client latency;
-//!   workers vs target, on one time axis.
+//! - **PNG** (`--png`, see [`plot`]): offered vs ok vs errors; queue wait and client latency
+//!   against the autoscaler's target wait; workers, busy workers and the target between the
+//!   app's `min` and `max`, on one time axis, with vertical markers where the pattern changes,
+//!   the load stops and warren reloaded the app ([`series::markers`]).
+//!
+//! `--cooldown S` keeps sampling the metrics S seconds after the schedule ends, with no load,
+//! so that the scale-down (idle timeout, stable window) is on the chart.
 //! - **[`Summary`]**: the totals, printed as a short table and returned.
 //!
 //! The lab only ever sends to loopback (127.0.0.0/8, `[::1]`, `localhost`): see [`args`].
@@ -132,6 +139,23 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<Summary> {
         .await
         .context("the load generator failed")?;
     drop(reporter);
+    // The cool-down: no load, the sampler still running, so that the scale-down is recorded.
+    let mut horizon = plan.duration_s;
+    if plan.cooldown_s > 0.0 && !generated.interrupted {
+        let until = start + Duration::from_secs_f64(plan.duration_s + plan.cooldown_s);
+        eprintln!(
+            "loadtest: load done; sampling {} s more (--cooldown)",
+            plan.cooldown_s
+        );
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let elapsed = Instant::now()
+            .saturating_duration_since(start)
+            .as_secs_f64();
+        horizon = elapsed.clamp(plan.duration_s, plan.duration_s + plan.cooldown_s);
+    }
     let _ = stop_sampler.send(true);
     let sampled = match sampler {
         Some(mut task) => Some((&mut task.0).await.context("the metrics sampler failed")?),
@@ -139,12 +163,22 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<Summary> {
     };
     let samples = sampled.as_ref().map_or(&[][..], |s| &s.samples[..]);
 
-    let rows = series::aggregate(&generated.outcomes, samples, plan.duration_s);
+    let rows = series::aggregate(&generated.outcomes, samples, horizon);
+    let markers = series::markers(
+        &plan.pattern.changes(plan.duration_s),
+        plan.duration_s,
+        &rows,
+    );
     series::write_csv(&rows, BufWriter::new(csv))
         .with_context(|| format!("cannot write --csv {}", plan.csv.display()))?;
 
+    let cooldown = if plan.cooldown_s > 0.0 {
+        format!(" + {} s cool-down", plan.cooldown_s)
+    } else {
+        String::new()
+    };
     let title = format!(
-        "{}; {} s run → {} (Host: {})",
+        "{}; {} s run{cooldown} → {} (Host: {})",
         plan.describe_pattern(),
         plan.duration_s,
         plan.target.url,
@@ -160,7 +194,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<Summary> {
     // Drawing is CPU work: keep it off the runtime's threads.
     let drawn = {
         let (rows, path) = (rows.clone(), plan.png.clone());
-        tokio::task::spawn_blocking(move || plot::draw(&rows, &title, &path, text)).await
+        tokio::task::spawn_blocking(move || plot::draw(&rows, &markers, &title, &path, text)).await
     };
     let png = match drawn {
         Ok(Ok(())) => Some(plan.png.clone()),

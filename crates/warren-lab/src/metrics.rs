@@ -6,7 +6,9 @@
 //! `warren_app_queue_length`, `warren_app_queue_wait_seconds_{bucket,sum,count}`,
 //! `warren_app_workers{state="busy"|"idle"|"starting"}`, `warren_app_target_workers`,
 //! `warren_app_spawns_total`, `warren_app_reaps_total`, `warren_app_responses_total{status}`,
-//! `warren_app_cold_start_seconds_{bucket,sum,count}`. Without an app name every app's series
+//! `warren_app_cold_start_seconds_{bucket,sum,count}`, and the policy the app runs under:
+//! `warren_app_min_workers`, `warren_app_max_workers`, `warren_app_target_queue_wait_seconds`
+//! (autoscaled apps only) and `warren_app_generation` (it changes at each redeploy). Without an app name every app's series
 //! are added up (gauges, counters and histogram buckets all add).
 //!
 //! **Invariant:** pure; no I/O, no clock.
@@ -33,6 +35,14 @@ pub mod names {
     pub const RESPONSES: &str = "warren_app_responses_total";
     /// Time from "need a worker" to "worker ready" (histogram, seconds).
     pub const COLD_START: &str = "warren_app_cold_start_seconds";
+    /// Fewest workers, `scale.min` (gauge).
+    pub const MIN_WORKERS: &str = "warren_app_min_workers";
+    /// Most workers, `scale.max` (gauge).
+    pub const MAX_WORKERS: &str = "warren_app_max_workers";
+    /// The queue wait the autoscaler aims to stay under, seconds (gauge).
+    pub const TARGET_QUEUE_WAIT: &str = "warren_app_target_queue_wait_seconds";
+    /// The generation serving the app; a change is a redeploy (gauge).
+    pub const GENERATION: &str = "warren_app_generation";
 }
 
 /// A classic Prometheus histogram as scraped: cumulative buckets, sum and count.
@@ -124,6 +134,14 @@ pub struct AppMetrics {
     pub responses_total: BTreeMap<String, f64>,
     /// Cold-start durations since warren started.
     pub cold_start: Option<Histogram>,
+    /// `scale.min` (or the fixed worker count).
+    pub min_workers: Option<f64>,
+    /// `scale.max` (or the fixed worker count).
+    pub max_workers: Option<f64>,
+    /// The autoscaler's target queue wait, seconds (autoscaled apps only).
+    pub target_queue_wait: Option<f64>,
+    /// The generation serving the app (all apps: the sum, which still changes at a reload).
+    pub generation: Option<f64>,
 }
 
 impl AppMetrics {
@@ -164,6 +182,10 @@ impl AppMetrics {
             reaps_total: sum_of(names::REAPS, None),
             responses_total,
             cold_start: histogram(&mine, names::COLD_START),
+            min_workers: sum_of(names::MIN_WORKERS, None),
+            max_workers: sum_of(names::MAX_WORKERS, None),
+            target_queue_wait: target_wait(&mine),
+            generation: sum_of(names::GENERATION, None),
         }
     }
 
@@ -177,6 +199,16 @@ impl AppMetrics {
     pub fn is_empty(&self) -> bool {
         *self == AppMetrics::default()
     }
+}
+
+/// The target queue wait of the selection: one app's, or across several the smallest (the
+/// strictest target, which is the one a shared chart line can honestly show).
+fn target_wait(samples: &[Sample]) -> Option<f64> {
+    samples
+        .iter()
+        .filter(|s| s.name == names::TARGET_QUEUE_WAIT && s.value.is_finite())
+        .map(|s| s.value)
+        .reduce(f64::min)
 }
 
 /// The values of the `app` label found on warren's per-app series, to name them when the
@@ -266,6 +298,11 @@ warren_app_spawns_total{app="hello"} 10
 warren_app_reaps_total{app="hello"} 4
 warren_app_responses_total{app="hello",status="200"} 95
 warren_app_responses_total{app="hello",status="503"} 5
+warren_app_min_workers{app="hello"} 1
+warren_app_max_workers{app="hello"} 8
+warren_app_target_queue_wait_seconds{app="hello"} 0.05
+warren_app_target_queue_wait_seconds{app="other"} 0.2
+warren_app_generation{app="hello"} 3
 warren_front_connections 12
 "#;
 
@@ -280,6 +317,15 @@ warren_front_connections 12
         assert_eq!(m.responses_total.get("200"), Some(&95.0));
         assert_eq!(m.responses_total.get("503"), Some(&5.0));
         assert_eq!(m.cold_start, None);
+        assert_eq!(
+            (
+                m.min_workers,
+                m.max_workers,
+                m.target_queue_wait,
+                m.generation
+            ),
+            (Some(1.0), Some(8.0), Some(0.05), Some(3.0))
+        );
         let qw = m.queue_wait.expect("queue wait histogram");
         assert_eq!(qw.count, 100.0);
         assert_eq!(qw.sum, 3.5);
@@ -293,6 +339,8 @@ warren_front_connections 12
         let m = AppMetrics::from_samples(&parse(SCRAPE), None);
         assert_eq!(m.queue_length, Some(107.0));
         assert_eq!(m.workers(), Some(15.0));
+        // The strictest target of the apps added up.
+        assert_eq!(m.target_queue_wait, Some(0.05));
         let qw = m.queue_wait.expect("queue wait histogram");
         assert_eq!(qw.count, 200.0);
         assert_eq!(qw.buckets[2].count, 200.0);

@@ -97,6 +97,29 @@ impl Pattern {
             | Pattern::Sine { from, to, .. } => from.max(to),
         }
     }
+
+    /// The instants in `(0, duration)` where the rate changes abruptly, each with a short
+    /// label for the chart's markers: a step, a spike's start and end. A ramp and a sine change
+    /// all the time and have none.
+    pub fn changes(&self, duration: f64) -> Vec<(f64, String)> {
+        let r = |v: f64| format!("{v}");
+        let all = match *self {
+            Pattern::Constant { .. } | Pattern::Ramp { .. } | Pattern::Sine { .. } => vec![],
+            Pattern::Step { from, to, at } => vec![(at, format!("{} → {} req/s", r(from), r(to)))],
+            Pattern::Spike {
+                from,
+                to,
+                at,
+                duration: d,
+            } => vec![
+                (at, format!("spike {} req/s", r(to))),
+                (at + d, format!("back to {} req/s", r(from))),
+            ],
+        };
+        all.into_iter()
+            .filter(|(t, _)| *t > 0.0 && *t < duration)
+            .collect()
+    }
 }
 
 /// The offered rate (requests/s) at `t` seconds after the start. Negative `t` counts as 0.
@@ -366,5 +389,34 @@ mod tests {
                 assert!(rate_at(&p, i as f64 * 0.013) <= p.peak() + 1e-9, "{p:?}");
             }
         }
+    }
+
+    #[test]
+    fn abrupt_changes_are_the_step_and_the_spike_edges() {
+        let at = |p: Pattern, duration: f64| -> Vec<f64> {
+            p.changes(duration).into_iter().map(|(t, _)| t).collect()
+        };
+        let step = Pattern::Step {
+            from: 10.0,
+            to: 400.0,
+            at: 20.0,
+        };
+        assert_eq!(step.changes(90.0), [(20.0, "10 → 400 req/s".to_string())]);
+        let spike = Pattern::Spike {
+            from: 5.0,
+            to: 50.0,
+            at: 10.0,
+            duration: 5.0,
+        };
+        assert_eq!(at(spike, 60.0), [10.0, 15.0]);
+        // A spike that outlasts the run has no end to mark.
+        assert_eq!(at(spike, 12.0), [10.0]);
+        assert!(at(Pattern::Constant { rate: 1.0 }, 10.0).is_empty());
+        let ramp = Pattern::Ramp {
+            from: 1.0,
+            to: 9.0,
+            over: 10.0,
+        };
+        assert!(at(ramp, 10.0).is_empty());
     }
 }

@@ -2,8 +2,14 @@
 //!
 //! 1. requests/s: offered (the schedule), ok (2xx completions), errors, and dropped by the
 //!    generator when there were any;
-//! 2. latency, ms, log scale: warren's queue wait p50 and p99, and the client's p99;
-//! 3. workers (busy + idle + starting) and the autoscaler's target.
+//! 2. latency, ms, log scale: warren's queue wait p50 and p99, and the client's p99, against
+//!    the autoscaler's target queue wait (dashed: what the p99 should stay under);
+//! 3. workers (busy + idle + starting), the busy ones, and the autoscaler's target, between
+//!    the app's `min` and `max` (dashed).
+//!
+//! Vertical markers cross all three: where the pattern changes abruptly, where the load stops
+//! (a cool-down or drain follows) and where warren reloaded the app ([`crate::series::markers`]);
+//! the top panel names them.
 //!
 //! Per-second counts and quantiles are drawn at the middle of their second, gauges at its end
 //! (when they were scraped). A missing value (no metrics, no completions) leaves a gap.
@@ -22,7 +28,7 @@ use plotters::coord::Shift;
 use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 
-use crate::series::Row;
+use crate::series::{Marker, MarkerKind, Row};
 
 /// The environment variable naming a TTF file to use instead of the default paths.
 pub const FONT_ENV: &str = "WARREN_LAB_FONT";
@@ -93,6 +99,13 @@ impl<'a> Line<'a> {
             points,
         }
     }
+
+    fn dashed(label: &'a str, color: RGBColor, points: Vec<(f64, Option<f64>)>) -> Self {
+        Line {
+            dashed: true,
+            ..Line::solid(label, color, points)
+        }
+    }
 }
 
 /// One panel: a caption, a y axis, its lines.
@@ -104,11 +117,17 @@ struct Panel<'a> {
     lines: Vec<Line<'a>>,
 }
 
-/// Draws `rows` into a PNG at `path`, with `title` on top; `text: false` draws no text at all
-/// (no font needed).
-pub fn draw(rows: &[Row], title: &str, path: &Path, text: bool) -> anyhow::Result<()> {
+/// Draws `rows` into a PNG at `path`, with `markers` across the panels and `title` on top;
+/// `text: false` draws no text at all (no font needed).
+pub fn draw(
+    rows: &[Row],
+    markers: &[Marker],
+    title: &str,
+    path: &Path,
+    text: bool,
+) -> anyhow::Result<()> {
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    draw_on(&root, rows, title, text).map_err(|e| anyhow!("{e}"))?;
+    draw_on(&root, rows, markers, title, text).map_err(|e| anyhow!("{e}"))?;
     root.present()
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("cannot write {}", path.display()))
@@ -117,7 +136,13 @@ pub fn draw(rows: &[Row], title: &str, path: &Path, text: bool) -> anyhow::Resul
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
-fn draw_on(root: &Area<'_>, rows: &[Row], title: &str, text: bool) -> DrawResult {
+fn draw_on(
+    root: &Area<'_>,
+    rows: &[Row],
+    markers: &[Marker],
+    title: &str,
+    text: bool,
+) -> DrawResult {
     root.fill(&WHITE)?;
     let body = if text {
         root.titled(title, (FAMILY, 22))?
@@ -125,7 +150,9 @@ fn draw_on(root: &Area<'_>, rows: &[Row], title: &str, text: bool) -> DrawResult
         root.clone()
     };
     let areas = body.split_evenly((3, 1));
-    let x_max = (rows.len() as f64).max(1.0);
+    let x_max = (rows.len() as f64)
+        .max(markers.iter().map(|m| m.t).fold(0.0, f64::max))
+        .max(1.0);
     let mid = |r: &Row| r.t_s as f64 + 0.5;
     let end = |r: &Row| r.t_s as f64 + 1.0;
     let count = |f: fn(&Row) -> u64| -> Vec<(f64, Option<f64>)> {
@@ -177,6 +204,11 @@ fn draw_on(root: &Area<'_>, rows: &[Row], title: &str, text: bool) -> DrawResult
                     BLUE_,
                     series(&mid, |r| r.latency_p99_ms),
                 ),
+                Line::dashed(
+                    "target queue wait (autoscaler)",
+                    GREY_,
+                    series(&end, |r| r.target_queue_wait_ms),
+                ),
             ],
         },
         Panel {
@@ -188,22 +220,21 @@ fn draw_on(root: &Area<'_>, rows: &[Row], title: &str, text: bool) -> DrawResult
             y_desc: "workers",
             log: false,
             lines: vec![
-                Line {
-                    label: "target workers",
-                    color: GREY_,
-                    dashed: true,
-                    points: series(&end, |r| r.target_workers),
-                },
+                Line::dashed("max workers", RED_, series(&end, |r| r.max_workers)),
+                Line::dashed("min workers", BLUE_, series(&end, |r| r.min_workers)),
+                Line::dashed("target workers", GREY_, series(&end, |r| r.target_workers)),
                 Line::solid(
                     "workers (busy+idle+starting)",
                     GREEN_,
                     series(&end, |r| r.workers),
                 ),
+                Line::solid("busy workers", ORANGE_, series(&end, |r| r.busy_workers)),
             ],
         },
     ];
-    for (area, panel) in areas.iter().zip(&panels) {
-        draw_panel(area, panel, x_max, text)?;
+    for (i, (area, panel)) in areas.iter().zip(&panels).enumerate() {
+        // The top panel names the markers; the others only draw them.
+        draw_panel(area, panel, markers, i == 0 && text, x_max, text)?;
     }
     Ok(())
 }
@@ -214,6 +245,8 @@ const RED_: RGBColor = RGBColor(214, 39, 40);
 const ORANGE_: RGBColor = RGBColor(255, 127, 14);
 const PURPLE_: RGBColor = RGBColor(148, 103, 189);
 const GREY_: RGBColor = RGBColor(110, 110, 110);
+const BLACK_: RGBColor = RGBColor(30, 30, 30);
+const BROWN_: RGBColor = RGBColor(140, 86, 75);
 
 /// A log axis cannot show 0: latencies below this are drawn at it.
 const FLOOR_MS: f64 = 0.01;
@@ -254,7 +287,14 @@ where
     Ok(())
 }
 
-fn draw_panel(area: &Area<'_>, panel: &Panel<'_>, x_max: f64, text: bool) -> DrawResult {
+fn draw_panel(
+    area: &Area<'_>,
+    panel: &Panel<'_>,
+    markers: &[Marker],
+    name_markers: bool,
+    x_max: f64,
+    text: bool,
+) -> DrawResult {
     let values: Vec<f64> = panel
         .lines
         .iter()
@@ -284,14 +324,54 @@ fn draw_panel(area: &Area<'_>, panel: &Panel<'_>, x_max: f64, text: bool) -> Dra
         };
         let mut chart = builder.build_cartesian_2d(0.0..x_max, (lo..hi).log_scale())?;
         draw_mesh(chart.configure_mesh(), panel.y_desc, text)?;
+        draw_markers(&mut chart, markers, (lo, hi), name_markers)?;
         draw_lines(&mut chart, &panel.lines, |y| y.max(FLOOR_MS), text)
     } else {
         let y_max = values.iter().copied().fold(0.0_f64, f64::max);
         let y_max = if y_max > 0.0 { y_max * 1.1 } else { 1.0 };
         let mut chart = builder.build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
         draw_mesh(chart.configure_mesh(), panel.y_desc, text)?;
+        draw_markers(&mut chart, markers, (0.0, y_max), name_markers)?;
         draw_lines(&mut chart, &panel.lines, |y| y, text)
     }
+}
+
+/// The colour of a marker's kind.
+fn marker_color(kind: MarkerKind) -> RGBColor {
+    match kind {
+        MarkerKind::Pattern => PURPLE_,
+        MarkerKind::LoadStops => BLACK_,
+        MarkerKind::Reload => BROWN_,
+    }
+}
+
+/// Draws each marker as a dotted vertical line over the panel's height `(lo, hi)` (under the
+/// data lines), with its label at the top when `named`.
+fn draw_markers<'a, CT>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    markers: &[Marker],
+    (lo, hi): (f64, f64),
+    named: bool,
+) -> DrawResult
+where
+    CT: CoordTranslate<From = (f64, f64)>,
+{
+    for m in markers {
+        let color = marker_color(m.kind);
+        chart.draw_series(DashedLineSeries::new(
+            [(m.t, lo), (m.t, hi)],
+            3,
+            4,
+            color.stroke_width(1),
+        ))?;
+        if named {
+            let style = TextStyle::from((FAMILY, 13).into_font()).color(&color);
+            chart.draw_series(std::iter::once(
+                EmptyElement::at((m.t, hi)) + Text::new(m.label.clone(), (4, 4), style),
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 /// Draws each line as its runs of present points, with one legend entry per line that has
@@ -321,8 +401,13 @@ where
             };
             if text && i == 0 {
                 any = true;
+                let dashed = line.dashed;
                 anno.label(line.label).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    // A dashed line's entry is two dashes, as on the chart.
+                    let (a, b) = if dashed { (8, 12) } else { (10, 10) };
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (a, 0)], color.stroke_width(2))
+                        + PathElement::new(vec![(b, 0), (20, 0)], color.stroke_width(2))
                 });
             }
         }

@@ -109,11 +109,80 @@ pub struct Row {
     pub spawns: Option<f64>,
     /// Workers retired during the second.
     pub reaps: Option<f64>,
+    /// Workers running a request at the end of the second.
+    pub busy_workers: Option<f64>,
+    /// The app's `scale.min` (or fixed worker count).
+    pub min_workers: Option<f64>,
+    /// The app's `scale.max` (or fixed worker count).
+    pub max_workers: Option<f64>,
+    /// The autoscaler's target queue wait, ms (autoscaled apps only).
+    pub target_queue_wait_ms: Option<f64>,
+    /// The generation serving the app at the end of the second: a change is a redeploy.
+    pub generation: Option<f64>,
+}
+
+/// What a vertical marker on the chart stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkerKind {
+    /// The pattern's rate changes abruptly (a step, a spike's edges).
+    Pattern,
+    /// The schedule ends: what follows is the cool-down (`--cooldown`) and the drain.
+    LoadStops,
+    /// warren started a new generation of the app (a reload or redeploy).
+    Reload,
+}
+
+/// A vertical marker: an instant, seconds since the start, and its label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Marker {
+    /// When it happened.
+    pub t: f64,
+    /// What happened.
+    pub kind: MarkerKind,
+    /// A few words for the chart.
+    pub label: String,
+}
+
+/// The chart's markers, in time order: the pattern's abrupt `changes` (from the schedule,
+/// [`crate::Pattern::changes`]), the end of the load at `load_ends` when rows continue past
+/// it, and a reload wherever the generation of one row differs from the previous row's (at
+/// the end of that second, when the scrape saw it).
+pub fn markers(changes: &[(f64, String)], load_ends: f64, rows: &[Row]) -> Vec<Marker> {
+    let mut out: Vec<Marker> = changes
+        .iter()
+        .map(|(t, label)| Marker {
+            t: *t,
+            kind: MarkerKind::Pattern,
+            label: label.clone(),
+        })
+        .collect();
+    if (rows.len() as f64) > load_ends.ceil() {
+        out.push(Marker {
+            t: load_ends,
+            kind: MarkerKind::LoadStops,
+            label: "load stops".into(),
+        });
+    }
+    let mut last = None;
+    for r in rows {
+        if let Some(g) = r.generation {
+            if last.is_some_and(|l| l != g) {
+                out.push(Marker {
+                    t: r.t_s as f64 + 1.0,
+                    kind: MarkerKind::Reload,
+                    label: "reload".into(),
+                });
+            }
+            last = Some(g);
+        }
+    }
+    out.sort_by(|a, b| a.t.total_cmp(&b.t));
+    out
 }
 
 /// The CSV header, in column order. The first twelve columns are the documented core; the
 /// rest were added after them so that scripts reading the core by position keep working.
-pub const CSV_COLUMNS: [&str; 17] = [
+pub const CSV_COLUMNS: [&str; 22] = [
     "t_s",
     "offered_rps",
     "sent_rps",
@@ -131,6 +200,11 @@ pub const CSV_COLUMNS: [&str; 17] = [
     "in_flight",
     "spawns",
     "reaps",
+    "busy_workers",
+    "min_workers",
+    "max_workers",
+    "target_queue_wait_ms",
+    "generation",
 ];
 
 /// The second an instant falls into, clamped to `[0, rows)`.
@@ -234,6 +308,14 @@ fn add_metrics(rows: &mut [Row], samples: &[MetricsSample]) {
         row.queue_length = mb.queue_length.or(row.queue_length);
         row.workers = mb.workers().or(row.workers);
         row.target_workers = mb.target_workers.or(row.target_workers);
+        row.busy_workers = mb.workers_busy.or(row.busy_workers);
+        row.min_workers = mb.min_workers.or(row.min_workers);
+        row.max_workers = mb.max_workers.or(row.max_workers);
+        row.target_queue_wait_ms = mb
+            .target_queue_wait
+            .map(|s| s * 1000.0)
+            .or(row.target_queue_wait_ms);
+        row.generation = mb.generation.or(row.generation);
     }
     for (row, wait) in rows.iter_mut().zip(waits) {
         if let Some(h) = wait {
@@ -261,7 +343,7 @@ pub fn write_csv<W: Write>(rows: &[Row], mut out: W) -> io::Result<()> {
         let num = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
         writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.t_s,
             r.offered,
             r.sent,
@@ -279,6 +361,11 @@ pub fn write_csv<W: Write>(rows: &[Row], mut out: W) -> io::Result<()> {
             r.in_flight,
             num(r.spawns),
             num(r.reaps),
+            num(r.busy_workers),
+            num(r.min_workers),
+            num(r.max_workers),
+            ms(r.target_queue_wait_ms),
+            num(r.generation),
         )?;
     }
     out.flush()
@@ -397,6 +484,10 @@ mod tests {
                 workers_idle: Some(1.0),
                 target_workers: Some(target),
                 spawns_total: Some(spawns),
+                min_workers: Some(1.0),
+                max_workers: Some(4.0),
+                target_queue_wait: Some(0.05),
+                generation: Some(2.0),
                 queue_wait: Some(Histogram {
                     buckets,
                     sum: 0.0,
@@ -450,11 +541,53 @@ mod tests {
         assert_eq!(lines[0], CSV_COLUMNS.join(","));
         assert_eq!(
             lines[1],
-            "0,1,1,1,0,12.500,12.500,5.000,9.900,2,2,1,0,0,0,0,"
+            "0,1,1,1,0,12.500,12.500,5.000,9.900,2,2,1,0,0,0,0,,1,1,4,50.000,2"
         );
-        assert_eq!(lines[2], "1,0,0,0,0,,,,,,,,0,0,0,,");
+        assert_eq!(lines[2], "1,0,0,0,0,,,,,,,,0,0,0,,,,,,,");
         for line in &lines {
             assert_eq!(line.split(',').count(), CSV_COLUMNS.len(), "{line}");
         }
+    }
+
+    fn generations(gs: &[Option<f64>]) -> Vec<Row> {
+        gs.iter()
+            .enumerate()
+            .map(|(i, &generation)| Row {
+                t_s: i as u64,
+                generation,
+                ..Row::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn markers_for_pattern_changes_the_end_of_the_load_and_reloads() {
+        let kinds = |m: &[Marker]| m.iter().map(|m| (m.t, m.kind)).collect::<Vec<_>>();
+        let changes = [(2.0, "10 → 400 req/s".to_string())];
+        // Rows stop at the schedule's end: no "load stops", and a steady generation.
+        let rows = generations(&[Some(1.0), Some(1.0), Some(1.0), Some(1.0)]);
+        assert_eq!(
+            kinds(&markers(&changes, 4.0, &rows)),
+            [(2.0, MarkerKind::Pattern)]
+        );
+        // Rows past it (a cool-down), and a reload seen at the end of second 3; a gap in the
+        // scrapes (None) is not a change.
+        let rows = generations(&[Some(1.0), None, Some(1.0), Some(2.0), Some(2.0), Some(2.0)]);
+        let m = markers(&changes, 3.5, &rows);
+        assert_eq!(
+            kinds(&m),
+            [
+                (2.0, MarkerKind::Pattern),
+                (3.5, MarkerKind::LoadStops),
+                (4.0, MarkerKind::Reload)
+            ]
+        );
+        assert_eq!(m[0].label, "10 → 400 req/s");
+        // No metrics: only what the schedule knows.
+        let rows = generations(&[None; 6]);
+        assert_eq!(
+            kinds(&markers(&[], 3.0, &rows)),
+            [(3.0, MarkerKind::LoadStops)]
+        );
     }
 }

@@ -37,7 +37,8 @@ struct Seen {
     connections: AtomicU64,
 }
 
-/// A fake warren `/metrics` page whose counters follow the requests served so far.
+/// A fake warren `/metrics` page whose counters follow the requests served so far; the app is
+/// "reloaded" (a new generation) once 75 requests were served.
 fn metrics_page(served: u64) -> String {
     let fast = served * 9 / 10;
     format!(
@@ -57,9 +58,14 @@ fn metrics_page(served: u64) -> String {
          warren_app_spawns_total{{app=\"hello\"}} {spawns}\n\
          warren_app_reaps_total{{app=\"hello\"}} 0\n\
          warren_app_responses_total{{app=\"hello\",status=\"200\"}} {served}\n\
+         warren_app_min_workers{{app=\"hello\"}} 1\n\
+         warren_app_max_workers{{app=\"hello\"}} 6\n\
+         warren_app_target_queue_wait_seconds{{app=\"hello\"}} 0.005\n\
+         warren_app_generation{{app=\"hello\"}} {generation}\n\
          this line is garbage and must be skipped\n",
         q = served % 3,
         spawns = 3 + served / 50,
+        generation = if served >= 75 { 2 } else { 1 },
     )
 }
 
@@ -248,6 +254,79 @@ async fn constant_load_with_metrics_writes_csv_and_png() {
 
     assert_png(&png);
     assert_eq!(summary.png.as_deref(), Some(png.as_path()));
+}
+
+/// A step, then `--cooldown`: the rows go on past the schedule with no load and with the
+/// metrics still sampled; the policy columns are filled and the reload is in `generation`.
+/// `WARREN_LAB_KEEP_PNG=FILE` keeps the chart, to look at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooldown_keeps_sampling_after_the_load() {
+    let (addr, _seen) = server().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let csv = dir.path().join("run.csv");
+    let png = dir.path().join("run.png");
+    let url = format!("http://{addr}/");
+    let metrics = format!("http://{addr}/metrics");
+    let summary = warren_lab::run(args(&[
+        "--url",
+        &url,
+        "--pattern",
+        "step",
+        "--from",
+        "20",
+        "--to",
+        "60",
+        "--at",
+        "1",
+        "--duration",
+        "3",
+        "--cooldown",
+        "3",
+        "--metrics",
+        &metrics,
+        "--app",
+        "hello",
+        "--csv",
+        csv.to_str().expect("utf-8 path"),
+        "--png",
+        png.to_str().expect("utf-8 path"),
+    ]))
+    .await
+    .expect("the run succeeds");
+    assert_eq!(summary.scheduled, 140, "{summary:#?}");
+    assert_accounting(&summary);
+
+    let (header, rows) = read_csv(&csv);
+    let col = |name: &str| header.iter().position(|h| h == name).expect(name);
+    assert!(
+        rows.len() >= 6,
+        "{} rows: the cool-down is missing",
+        rows.len()
+    );
+    // Nothing offered after the schedule, and the metrics still sampled.
+    for row in &rows[3..] {
+        assert_eq!(row[col("offered_rps")], "0", "{row:?}");
+    }
+    let sampled_after = rows[3..]
+        .iter()
+        .filter(|r| !r[col("workers")].is_empty())
+        .count();
+    assert!(sampled_after >= 2, "{rows:?}");
+    assert_eq!(rows[0][col("min_workers")], "1");
+    assert_eq!(rows[0][col("max_workers")], "6");
+    assert_eq!(rows[0][col("busy_workers")], "1");
+    assert_eq!(rows[0][col("target_queue_wait_ms")], "5.000");
+    let generations: Vec<&str> = rows
+        .iter()
+        .map(|r| r[col("generation")].as_str())
+        .filter(|g| !g.is_empty())
+        .collect();
+    assert_eq!(generations.first(), Some(&"1"), "{generations:?}");
+    assert_eq!(generations.last(), Some(&"2"), "{generations:?}");
+    assert_png(&png);
+    if let Some(keep) = std::env::var_os("WARREN_LAB_KEEP_PNG") {
+        std::fs::copy(&png, keep).expect("copy");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

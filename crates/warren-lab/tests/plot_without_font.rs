@@ -2,7 +2,7 @@
 //! binary, where no font was ever registered with plotters, so any text drawn would fail.
 
 use warren_lab::plot;
-use warren_lab::series::Row;
+use warren_lab::series::{Marker, MarkerKind, Row};
 
 #[test]
 fn draws_a_png_without_a_font() {
@@ -23,7 +23,20 @@ fn draws_a_png_without_a_font() {
         .collect();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("plain.png");
-    plot::draw(&rows, "title that must not be drawn", &path, false).expect("drawn without text");
+    // Markers are drawn too, their labels left out.
+    let markers = [Marker {
+        t: 4.0,
+        kind: MarkerKind::Reload,
+        label: "a label that must not be drawn".into(),
+    }];
+    plot::draw(
+        &rows,
+        &markers,
+        "title that must not be drawn",
+        &path,
+        false,
+    )
+    .expect("drawn without text");
     let bytes = std::fs::read(&path).expect("PNG written");
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
     if let Some(keep) = std::env::var_os("WARREN_LAB_KEEP_PNG") {
@@ -35,7 +48,7 @@ fn draws_a_png_without_a_font() {
 fn draws_empty_series() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("empty.png");
-    plot::draw(&[], "", &path, false).expect("drawn");
+    plot::draw(&[], &[], "", &path, false).expect("drawn");
     assert!(
         std::fs::read(&path)
             .expect("written")

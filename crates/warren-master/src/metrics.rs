@@ -19,6 +19,8 @@ type Reading = (
     String,
     fn(&CgroupReading) -> f64,
 );
+/// A gauge of the app's policy: name, help, and its value (`None`: no sample for that app).
+type PolicyGauge = (&'static str, &'static str, fn(&AppState) -> Option<f64>);
 /// A histogram family: name, help, and how to read it from an app.
 type Hist = (&'static str, &'static str, fn(&AppState) -> HistSnapshot);
 
@@ -96,6 +98,41 @@ pub fn render(apps: &[Arc<AppState>], removed: &[Arc<AppState>], refused: &[Stri
             app.name(),
             app.target()
         );
+    }
+    // The policy the autoscaler works to, and the generation serving, so that a chart of the
+    // above (the lab's) can draw what the app is aiming at and mark redeploys.
+    let policy: [PolicyGauge; 4] = [
+        (
+            "warren_app_min_workers",
+            "Fewest workers of the app (scale.min, or its fixed workers).",
+            |a| Some(a.config.scale.min as f64),
+        ),
+        (
+            "warren_app_max_workers",
+            "Most workers of the app (scale.max, or its fixed workers).",
+            |a| Some(a.config.scale.max as f64),
+        ),
+        (
+            "warren_app_target_queue_wait_seconds",
+            "The queue wait the autoscaler aims to stay under (autoscaled apps only).",
+            |a| {
+                let s = &a.config.scale;
+                (!s.is_fixed()).then_some(s.target_queue_wait.as_secs_f64())
+            },
+        ),
+        (
+            "warren_app_generation",
+            "The generation serving the app: it changes at each redeploy (reload).",
+            |a| Some(f64::from(a.generation)),
+        ),
+    ];
+    for (name, help, get) in policy {
+        header(&mut out, name, "gauge", help);
+        for app in apps {
+            if let Some(v) = get(app) {
+                let _ = writeln!(out, "{name}{{app=\"{}\"}} {v}", app.name());
+            }
+        }
     }
     let counters: [Counter; 6] = [
         ("warren_app_spawns_total", "Workers forked.", |a| {

@@ -169,6 +169,9 @@ fn run(cli: Cli) -> Result<()> {
             for r in &config.refused {
                 println!("{}: refused: {}", r.name, r.error);
             }
+            for w in &config.warnings {
+                println!("warning: {w}");
+            }
             if !nix_is_root() {
                 println!(
                     "(not root: the apps run as warren's own uid, which their writable \
@@ -366,7 +369,15 @@ fn runnable(config: &warren_config::Config) -> Result<()> {
             "app refused: it is not started (its hosts answer 503); the others are"
         );
     }
+    log_warnings(config);
     Ok(())
+}
+
+/// Logs the config's warnings (values that run but disagree), at start and on every reload.
+pub(crate) fn log_warnings(config: &warren_config::Config) {
+    for w in &config.warnings {
+        tracing::warn!(warning = %w, "config warning: the app runs, but this will fail");
+    }
 }
 
 /// Records the apps' uids in the state directory (giving new apps theirs) and logs each new

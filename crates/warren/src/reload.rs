@@ -144,6 +144,7 @@ pub async fn run(front: Arc<Front>, source: crate::Source, config: Config, mut h
             }
         };
         keep_running(&mut config, &running);
+        crate::log_warnings(&config);
         if let Err(e) = crate::record_identities(&mut config) {
             tracing::error!(error = %format!("{e:#}"), "reload refused: the running config stays");
             continue;

@@ -184,7 +184,21 @@ fn a_burst_raises_the_worker_count_with_no_failed_request() {
     );
     let (w, admin) = start(&apps, "");
     w.wait_workers("busy", 1);
-    assert_eq!(workers(&scrape(admin), "busy"), 1.0);
+    let m = scrape(admin);
+    assert_eq!(workers(&m, "busy"), 1.0);
+    // The policy is exported for charts: min, max, the target wait, and the generation.
+    for (series, want) in [
+        ("warren_app_min_workers", 1.0),
+        ("warren_app_max_workers", 6.0),
+        ("warren_app_target_queue_wait_seconds", 0.02),
+    ] {
+        let got = metric(&m, &format!("{series}{{app=\"busy\"}}"));
+        assert!((got - want).abs() < 1e-9, "{series}: {got}");
+    }
+    assert!(
+        m.contains_key("warren_app_generation{app=\"busy\"}"),
+        "{m:?}"
+    );
     // 12 clients on a 50 ms handler: one worker serves 20 req/s, the clients ask for far more.
     let load = Load::start(&w, "busy.localhost", "/sleep?s=0.05", 12);
     let m = wait_metric(admin, &w, "scale up", Duration::from_secs(10), |m| {

@@ -1325,10 +1325,12 @@ fn python_guards_refuse_with_a_message_naming_the_app_and_the_policy() {
     }
     assert!(r.get("thread").starts_with("RuntimeError"), "{}", r.body);
     // And warren's log has each kind once, against the app.
-    let logs = s.w.logs();
     for kind in ["Thread", "Write", "Listen"] {
-        let lines =
-            s.w.log_lines(&["guarded", &format!("refused ({kind}, logged once)")]);
+        let needle = format!("refused ({kind}, logged once)");
+        // The log is written by a thread of its own: wait for the line, then count.
+        s.w.wait_for_log_line(Duration::from_secs(10), &["guarded", &needle]);
+        let logs = s.w.logs();
+        let lines = s.w.log_lines(&["guarded", &needle]);
         assert_eq!(lines.len(), 1, "{kind}:\n{logs}");
     }
     s.finish();

@@ -511,3 +511,107 @@ workers = 1
     );
     w.stop();
 }
+
+/// A `multipart/form-data` body of exactly `total` bytes whose one file part, `file` named
+/// `name`, is filled with a repeating pattern; returns the body and the file's length.
+fn multipart_of_size(total: usize, name: &str) -> (Vec<u8>, usize, &'static str) {
+    const BOUNDARY: &str = "warren-upload-boundary";
+    let head = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    );
+    let tail = format!("\r\n--{BOUNDARY}--\r\n");
+    let file_len = total - head.len() - tail.len();
+    let mut body = head.into_bytes();
+    body.extend((0..file_len).map(|i| b'a' + (i % 26) as u8));
+    body.extend_from_slice(tail.as_bytes());
+    assert_eq!(body.len(), total);
+    (body, file_len, BOUNDARY)
+}
+
+/// A body at the default `max_body_mb` fits where Flask spools it (the app's private `/tmp`,
+/// `limits.tmp_mb` by default) and is saved whole through `request.files`; one byte more is
+/// refused with 413 before any worker sees it. (With the old default of 1024 MiB, a 20 MB
+/// upload was accepted and failed in the app: "No space left on device".)
+#[test]
+fn an_upload_at_the_default_body_limit_is_saved_and_one_over_it_is_413() {
+    let venv = venv();
+    let dir = support::tempdir();
+    let saved = dir.path().join("saved");
+    let w = Warren::start_in(
+        dir,
+        &format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+
+[apps.upload]
+path = "{}"
+entry = "app:app"
+venv = "{}"
+workers = 2
+env = {{ UPLOAD_DIR = "{}" }}
+
+[apps.upload.sandbox]
+writable = ["{}"]
+"#,
+            support::fixture("flask_upload"),
+            venv.display(),
+            saved.display(),
+            saved.display(),
+        ),
+        &[],
+    );
+    w.wait_workers("upload", 1);
+    let limit = warren_config::DEFAULT_MAX_BODY_MB as usize * 1024 * 1024;
+    let mut c = w.client("upload.localhost");
+
+    let (body, file_len, boundary) = multipart_of_size(limit, "at-limit.bin");
+    let resp = c.post(
+        "/upload",
+        &format!("multipart/form-data; boundary={boundary}"),
+        &body,
+    );
+    assert_eq!(
+        (resp.status, resp.text()),
+        (200, file_len.to_string()),
+        "log:\n{}",
+        w.logs()
+    );
+    let on_disk = std::fs::read(saved.join("at-limit.bin")).expect("the saved upload");
+    assert!(
+        on_disk.len() == file_len
+            && on_disk
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == b'a' + (i % 26) as u8),
+        "the saved file differs from the upload ({} bytes of {file_len})",
+        on_disk.len()
+    );
+
+    // One byte over: the head alone gets the refusal (the front answers before the body).
+    let (body, _, boundary) = multipart_of_size(limit + 1, "over.bin");
+    let mut c = w.client("upload.localhost");
+    let mut head = c.head_bytes(
+        "POST",
+        "/upload",
+        &[(
+            "Content-Type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        )],
+        Some(body.len()),
+    );
+    head.extend_from_slice(&body[..1024]);
+    c.send(&head).unwrap();
+    let resp = c
+        .read_response("POST")
+        .expect("an answer to an oversized body");
+    assert_eq!(resp.status, 413, "{}", resp.text());
+    assert!(!saved.join("over.bin").exists());
+    assert!(
+        !w.logs().contains("config warning"),
+        "the defaults disagree:\n{}",
+        w.logs()
+    );
+    w.stop();
+}

@@ -26,10 +26,21 @@ path = "{}"
 entry = "app:application"
 hosts = ["{HOST}"]
 workers = 1
+# Above the default: this app reads its body as a stream and spools nothing to /tmp, the
+# case for which a body larger than /tmp is a warning and not a refusal.
+max_body_mb = 128
 "#,
         fixture("streaming")
     ));
     w.wait_workers("stream", 1);
+    assert!(
+        w.wait_for_log_line(
+            std::time::Duration::from_secs(5),
+            &["config warning", "apps.stream.max_body_mb", "limits.tmp_mb"]
+        ),
+        "a body limit over /tmp is warned about:\n{}",
+        w.logs()
+    );
     w
 }
 
