@@ -44,6 +44,11 @@ pub fn slow(d: Duration) -> Duration {
     d * factor
 }
 
+/// [`Warren::logs`] waits for the log to be quiet this long...
+const LOG_QUIET: Duration = Duration::from_millis(30);
+/// ... but no longer than this in all (a loaded warren logs every request).
+const LOG_SETTLE_MAX: Duration = Duration::from_millis(400);
+
 /// How long `warren` gets to exit after SIGTERM (its own drain bound is 10 s).
 const STOP_TIMEOUT: Duration = Duration::from_secs(25);
 
@@ -319,9 +324,21 @@ impl Warren {
         self.pid
     }
 
-    /// Everything warren logged so far.
+    /// Everything warren logged so far. warren writes its log from a thread of its own, a
+    /// moment after the event: this waits until nothing new has come for a short while (at
+    /// most a bound), so that what happened before the call is in what it returns.
     pub fn logs(&self) -> String {
-        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let read = || self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let deadline = Instant::now() + slow(LOG_SETTLE_MAX);
+        let mut text = read();
+        loop {
+            std::thread::sleep(LOG_QUIET);
+            let now = read();
+            if now.len() == text.len() || Instant::now() >= deadline {
+                return now;
+            }
+            text = now;
+        }
     }
 
     /// Waits until the log satisfies `pred`; false if it did not within `timeout`.
