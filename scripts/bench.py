@@ -124,7 +124,10 @@ class Server:
             config = os.path.join(self.tmp, f"{self.name}-{self.app}.toml")
             with open(config, "w") as f:
                 f.write(
-                    f'[server]\nlisten = "{addr}"\n\n[apps.{self.app}]\npath = "{app_dir}"\n'
+                    # No access log: none of the peers writes one by default either (its cost
+                    # is measured on its own: docs/performance.md).
+                    f'[server]\nlisten = "{addr}"\naccess_log = false\n\n'
+                    f'[apps.{self.app}]\npath = "{app_dir}"\n'
                     f'entry = "{module}:{func}"\nhosts = ["127.0.0.1", "localhost"]\n'
                     f"workers = {WORKERS}\n{venv}\n\n{confinement}"
                 )
