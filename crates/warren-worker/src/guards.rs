@@ -46,6 +46,9 @@ struct Guards {
     /// (or the app) may replace.
     family: Py<PyAny>,
     kind: Py<PyAny>,
+    /// The read-only binds (the app, its venv, the Python prefix): one nested in a writable
+    /// directory (an app kept under `/tmp` on the host) is read-only all the same.
+    read_only: Vec<PathBuf>,
     /// Where the sandbox lets the app write: `/tmp`, its `sandbox.writable` directories, and
     /// `/dev` and `/proc`, whose files the kernel judges one by one.
     writable: Vec<PathBuf>,
@@ -167,6 +170,7 @@ pub fn install(py: Python<'_>, policy: &Policy) -> PyResult<()> {
         threads: policy.threads,
         family: socket.get_item("family")?.unbind(),
         kind: socket.get_item("type")?.unbind(),
+        read_only: policy.read_only.clone(),
         writable: ["/tmp", "/dev", "/proc"]
             .into_iter()
             .map(PathBuf::from)
@@ -336,7 +340,7 @@ fn check(py: Python<'_>, guards: &Guards, event: &[u8], args: *mut ffi::PyObject
             .ok()?
             .into();
         let target = resolve(&path)?;
-        if guards.writable.iter().any(|w| target.starts_with(w)) {
+        if writable(&guards.writable, &guards.read_only, &target) {
             return None;
         }
         return Some(permission(
@@ -388,6 +392,21 @@ fn check(py: Python<'_>, guards: &Guards, event: &[u8], args: *mut ffi::PyObject
     ))
 }
 
+/// Whether `target` is writable in the sandbox: its innermost mount among the writable and
+/// the read-only binds is a writable one.
+fn writable(writable: &[PathBuf], read_only: &[PathBuf], target: &Path) -> bool {
+    let depth = |dirs: &[PathBuf]| {
+        dirs.iter()
+            .filter(|d| target.starts_with(d))
+            .map(|d| d.components().count())
+            .max()
+    };
+    match (depth(writable), depth(read_only)) {
+        (Some(w), Some(r)) => w > r,
+        (w, _) => w.is_some(),
+    }
+}
+
 /// `os.open` flags that write.
 const WRITE_FLAGS: i32 =
     libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND;
@@ -414,4 +433,26 @@ fn resolve(path: &Path) -> Option<PathBuf> {
     let name = clean.file_name()?.to_owned();
     let dir = std::fs::canonicalize(clean.parent()?).ok()?;
     Some(dir.join(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_innermost_bind_decides_whether_a_path_is_writable() {
+        let w: Vec<PathBuf> = ["/tmp", "/dev", "/srv/data"].map(PathBuf::from).to_vec();
+        let r: Vec<PathBuf> = ["/tmp/ci/app", "/usr", "/srv"].map(PathBuf::from).to_vec();
+        let check = |path: &str, want: bool| {
+            assert_eq!(writable(&w, &r, Path::new(path)), want, "{path}");
+        };
+        check("/tmp/x", true);
+        check("/tmp/ci/app/written", false);
+        check("/tmp/ci/other", true);
+        check("/srv/data/db.sqlite", true);
+        check("/srv/app.py", false);
+        check("/usr/lib/x", false);
+        check("/etc/passwd", false);
+        check("/dev/null", true);
+    }
 }
