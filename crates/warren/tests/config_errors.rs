@@ -157,16 +157,21 @@ fn bad_listen_address() {
         .says("server.listen", &[&addr.to_string()]);
 }
 
+/// `warren check --config FILE`, run to its end.
+fn check(file: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["check", "--config"])
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
 /// Runs `warren check` on `config` and expects it to fail: its stdout.
 fn check_refuses(config: &str) -> String {
     let dir = tempdir();
     let file = dir.path().join("check.toml");
     std::fs::write(&file, config).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check(&file);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!out.status.success(), "check accepted:\n{config}\n{stdout}");
     stdout
@@ -284,11 +289,7 @@ fn check_lists_each_app_with_its_worker_range() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check(&file);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -385,11 +386,7 @@ fn an_app_that_cannot_run_is_refused_alone_and_named() {
     let dir = tempdir();
     let file = dir.path().join("two.toml");
     std::fs::write(&file, good_and_missing_venv()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check(&file);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("good (app:application)"), "{text}");
@@ -426,11 +423,7 @@ fn a_virtualenv_of_another_python_is_refused_with_both_versions() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check(&file);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
     let embedded = String::from_utf8(
@@ -462,11 +455,7 @@ fn a_virtualenv_of_another_python_is_refused_with_both_versions() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check(&file);
     assert!(
         out.status.success(),
         "{}",

@@ -174,6 +174,22 @@ pub struct Warren {
     log_thread: Option<JoinHandle<()>>,
 }
 
+/// What every started warren gets: no standard input, its output piped (to find its address
+/// and collect its log), none of the caller's Python or worker variables, a process group of
+/// its own, and the `info` log unless the caller set `WARREN_LOG`.
+fn prepare(cmd: &mut Command) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("WARREN_WORKER")
+        .env_remove("PYTHONPATH")
+        .env_remove("PYTHONHOME")
+        .process_group(0);
+    if std::env::var_os("WARREN_LOG").is_none() {
+        cmd.env("WARREN_LOG", "info");
+    }
+}
+
 impl Warren {
     /// Starts `warren serve` on `config` (TOML text), written to a fresh temporary directory.
     pub fn start(config: &str) -> Warren {
@@ -205,19 +221,8 @@ impl Warren {
             ),
             _ => Command::new(env!("CARGO_BIN_EXE_warren")),
         };
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env_remove("WARREN_WORKER")
-            .env_remove("PYTHONPATH")
-            .env_remove("PYTHONHOME")
-            .process_group(0);
-        if std::env::var_os("WARREN_LOG").is_none() {
-            cmd.env("WARREN_LOG", "info");
-        }
+        cmd.arg("serve").arg("--config").arg(&config_path);
+        prepare(&mut cmd);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -233,18 +238,8 @@ impl Warren {
     /// with the handle.
     pub fn start_command(dir: tempfile::TempDir, cwd: &Path, args: &[&str]) -> Warren {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
-        cmd.args(args)
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env_remove("WARREN_WORKER")
-            .env_remove("PYTHONPATH")
-            .env_remove("PYTHONHOME")
-            .process_group(0);
-        if std::env::var_os("WARREN_LOG").is_none() {
-            cmd.env("WARREN_LOG", "info");
-        }
+        cmd.args(args).current_dir(cwd);
+        prepare(&mut cmd);
         let config_path = dir.path().join("warren.toml");
         Warren::launch(cmd, dir, config_path)
     }
