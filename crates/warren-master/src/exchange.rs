@@ -27,7 +27,8 @@ use http_body::Body;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use warren_protocol::{
-    BODY_CHUNK, FRAME_HEADER, Kind, ProtocolError, ResponseHead, put_frame, put_header, split_frame,
+    BODY_CHUNK, FRAME_HEADER, Kind, ResponseHead, content_length, header_fields, put_frame,
+    put_header, split_frame,
 };
 
 use crate::DispatchError;
@@ -118,10 +119,7 @@ fn frame_limit(kind: Kind, limits: &ResponseLimits) -> usize {
 /// A frame header's kind and length. The length is checked by [`frame_limit`], which every
 /// kind's limit keeps below `MAX_FRAME`, so a head announced past even that is skipped too.
 fn frame_header(h: &[u8; FRAME_HEADER]) -> io::Result<(Kind, usize)> {
-    let kind = Kind::from_u8(h[0]).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, ProtocolError::UnknownKind(h[0]))
-    })?;
-    Ok((kind, u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize))
+    header_fields(*h).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// The [`Oversize`] inside an error from [`read_frame`], if that is what it is.
@@ -196,16 +194,6 @@ fn hop_by_hop(name: &[u8]) -> bool {
         b"upgrade",
     ];
     HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-}
-
-/// The number a `Content-Length` value gives (RFC 9110 §8.6: `1*DIGIT`, nothing else: no
-/// sign, no list), with the whitespace around it ignored.
-pub fn content_length(value: &[u8]) -> Option<u64> {
-    let v = value.trim_ascii();
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// A header value without the spaces and tabs around it (RFC 9110 §5.5: they are not part of

@@ -41,7 +41,7 @@ use warren_protocol::{Kind, RequestHead, put_frame};
 pub use app::{AppState, Health};
 pub use body::{BodyError, ResponseBody};
 pub use confinement::Confinement;
-pub use exchange::{ResponseLimits, content_length};
+pub use exchange::ResponseLimits;
 pub use stats::AppStats;
 pub use zygote::{IMPORT_TIMEOUT, try_import};
 

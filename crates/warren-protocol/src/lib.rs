@@ -100,14 +100,31 @@ pub fn put_frame(out: &mut Vec<u8>, kind: Kind, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// Reads a frame header: the kind and the payload length as announced, with no bound on it
+/// (for a reader that has a tighter one per kind and skips what is over it).
+pub fn header_fields(h: [u8; FRAME_HEADER]) -> Result<(Kind, usize), ProtocolError> {
+    let kind = Kind::from_u8(h[0]).ok_or(ProtocolError::UnknownKind(h[0]))?;
+    Ok((kind, u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize))
+}
+
 /// Reads a frame header: the kind and the payload length, checked against [`MAX_FRAME`].
 pub fn parse_header(h: [u8; FRAME_HEADER]) -> Result<(Kind, usize), ProtocolError> {
-    let kind = Kind::from_u8(h[0]).ok_or(ProtocolError::UnknownKind(h[0]))?;
-    let len = u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize;
+    let (kind, len) = header_fields(h)?;
     if len > MAX_FRAME {
         return Err(ProtocolError::TooLarge(len));
     }
     Ok((kind, len))
+}
+
+/// The number a `Content-Length` value gives (RFC 9110 §8.6: `1*DIGIT`, nothing else: no
+/// sign, no list), with the whitespace around it ignored. One rule for the front (requests),
+/// the master (responses) and the worker (where a response's declared length ends it).
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let v = value.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// A complete frame found at the start of a buffer: kind, payload, bytes consumed.

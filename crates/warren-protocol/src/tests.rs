@@ -101,3 +101,15 @@ fn trailing_bytes_are_refused() {
         Err(ProtocolError::Trailing("response head", 1))
     );
 }
+
+#[test]
+fn content_length_is_digits_only() {
+    let check = |v: &str, want: Option<u64>| assert_eq!(content_length(v.as_bytes()), want, "{v}");
+    check("0", Some(0));
+    check("0012", Some(12));
+    check("18446744073709551615", None);
+    check("1844674407370955161", Some(1_844_674_407_370_955_161));
+    check("+5", None);
+    check("5 5", None);
+    check("0x10", None);
+}

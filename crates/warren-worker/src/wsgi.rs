@@ -99,7 +99,7 @@ impl Resp {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(b"content-length"))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok())
+            .and_then(|(_, v)| warren_protocol::content_length(v))
     }
 }
 
